@@ -1,0 +1,62 @@
+# maillab.mailserver: one command brings a level up, one runs every test.
+#   make up [LEVEL=1|2|3|challenge]   make test   make down   make purge
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The highest level built so far.
+LEVEL ?= 1
+LEVELS := 1
+SCENARIOS ?= level1
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PLAYBOOK = $(if $(filter challenge,$(LEVEL)),challenge,level$(LEVEL))
+ANSIBLE_ARGS ?=
+
+.PHONY: help venv up down purge rebuild test lint unit molecule
+
+help:
+	@echo "make up [LEVEL=$(LEVELS)]  bring the lab stack up (default: level $(LEVEL))"
+	@echo "make test                 lint, unit tests and every molecule scenario"
+	@echo "make down                 stop and remove the containers; volumes (mail) kept"
+	@echo "make purge                remove containers AND volumes: all stored mail is deleted"
+	@echo "make rebuild              rebuild every image with Debian's latest updates"
+
+# The virtualenv, re-made when requirements.txt changes.
+$(BIN)/.installed: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is missing: apt-get install python3 python3-venv" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "cannot create $(VENV): apt-get install python3-venv" >&2; exit 1; }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+up: venv
+	@case "$(LEVEL)" in $(subst $() ,|,$(LEVELS))) ;; *) echo "LEVEL must be one of: $(LEVELS) (got '$(LEVEL)')" >&2; exit 2;; esac
+	$(BIN)/ansible-playbook playbooks/$(PLAYBOOK).yml $(ANSIBLE_ARGS)
+
+down: venv
+	$(BIN)/ansible-playbook playbooks/down.yml $(ANSIBLE_ARGS)
+
+purge: venv
+	@echo "make purge removes the containers AND the volumes: every stored message and queued mail is deleted."
+	$(BIN)/ansible-playbook playbooks/down.yml -e mailserver_purge_volumes=true $(ANSIBLE_ARGS)
+
+rebuild: venv
+	$(BIN)/ansible-playbook playbooks/$(PLAYBOOK).yml -e mailserver_image_refresh=$$(date +%Y%m%d%H%M%S) $(ANSIBLE_ARGS)
+
+lint: venv
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+	for p in playbooks/*.yml; do $(BIN)/ansible-playbook --syntax-check "$$p" || exit 1; done
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+molecule: venv
+	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
+
+test: lint unit molecule
