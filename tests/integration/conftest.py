@@ -1,0 +1,144 @@
+"""Integration tests: talk to a running stack the way a real client does.
+
+The stack under test is named by environment variables (molecule's verify
+step sets them from the scenario's inventory):
+  MAILLAB_PREFIX     container/volume/network name prefix ("" for make up)
+  MAILLAB_SMTP_PORT  host port of SMTP (127.0.0.1)
+  MAILLAB_IMAP_PORT  host port of IMAP (level 2+)
+  MAILLAB_DOMAIN     the lab domain
+  MAILLAB_SIZE_LIMIT Postfix's message_size_limit
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+import testinfra
+
+HOST = '127.0.0.1'
+
+
+class Stack:
+    def __init__(self):
+        self.prefix = os.environ.get('MAILLAB_PREFIX', '')
+        self.level = os.environ.get('MAILLAB_LEVEL', '1')
+        self.smtp_port = int(os.environ.get('MAILLAB_SMTP_PORT', '2525'))
+        self.imap_port = int(os.environ.get('MAILLAB_IMAP_PORT') or 143)
+        self.domain = os.environ.get('MAILLAB_DOMAIN', 'example.com')
+        self.size_limit = int(os.environ.get('MAILLAB_SIZE_LIMIT', '26214400'))
+        self.smtp = self.prefix + 'mail-smtp'
+        self.imap = self.prefix + 'mail-imap'
+        self.network = self.prefix + 'mailnet'
+
+    def host(self, container):
+        return testinfra.get_host('docker://' + container)
+
+    def maildir_files(self, user, container=None):
+        """Paths of the messages in user's Maildir (new and cur)."""
+        local, domain = user.split('@')
+        out = self.host(container or self.smtp).run(
+            'find /var/mail/%s/%s/new /var/mail/%s/%s/cur -type f 2>/dev/null' % (domain, local, domain, local))
+        return [line for line in out.stdout.splitlines() if line]
+
+    def find_message(self, user, needle, timeout=15):
+        """Path of the stored message of user containing needle, waiting up to timeout s."""
+        local, domain = user.split('@')
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.host(self.smtp).run(
+                'grep -rlF -- %s /var/mail/%s/%s/new /var/mail/%s/%s/cur 2>/dev/null' % (
+                    _shq(needle), domain, local, domain, local))
+            paths = [line for line in out.stdout.splitlines() if line]
+            if paths or time.monotonic() > deadline:
+                return paths
+            time.sleep(0.2)
+
+    def docker(self, *args, check=True, timeout=120):
+        return subprocess.run(['docker', *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+    def wait_healthy(self, container, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.docker('inspect', '-f', '{{.State.Health.Status}}', container, check=False).stdout.strip()
+            if state == 'healthy':
+                return
+            time.sleep(0.5)
+        raise AssertionError('%s not healthy after %s s' % (container, timeout))
+
+
+def _shq(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@pytest.fixture(scope='session')
+def stack():
+    return Stack()
+
+
+class Dialogue:
+    """A raw SMTP/IMAP conversation over a socket, as with telnet."""
+
+    def __init__(self, port, timeout=15):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.file = self.sock.makefile('rb')
+
+    def line(self):
+        data = self.file.readline()
+        if not data:
+            raise ConnectionError('server closed the connection')
+        return data.decode('utf-8', 'replace').rstrip('\r\n')
+
+    def reply(self):
+        """One SMTP reply (all its lines); returns (code, text)."""
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if len(line) < 4 or line[3] != '-':
+                break
+        return int(lines[-1][:3]), '\n'.join(lines)
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode('utf-8'))
+
+    def cmd(self, text):
+        self.send(text + '\r\n')
+        return self.reply()
+
+    def until_tagged(self, tag):
+        """IMAP: lines up to and including the tagged response."""
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + ' '):
+                return lines
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def dialogue():
+    opened = []
+
+    def make(port):
+        d = Dialogue(port)
+        opened.append(d)
+        return d
+    yield make
+    for d in opened:
+        d.close()
+
+
+@pytest.fixture
+def tag():
+    return uuid.uuid4().hex[:16]

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.maillab.mailserver.plugins.filter import mailserver
+from ansible_collections.maillab.mailserver.plugins.module_utils import _crypt
+
+
+def test_hashes_keep_what_still_verifies():
+    stored = _crypt.hash_password('password', rounds=4)
+    users = [
+        {'address': 'User1@example.com', 'password': 'password'},
+        {'address': 'user2@example.com', 'password': 'changed'},
+        {'address': 'gone@example.com', 'password': 'x', 'state': 'absent'},
+        {'address': 'pre@example.com', 'password_hash': '{SHA512-CRYPT}$6$abc'},
+    ]
+    text = 'user1@example.com:%s::::::\nuser2@example.com:%s::::::\n' % (stored, stored)
+    out = mailserver.mail_password_hashes(users, text)
+    assert [u['address'] for u in out] == ['user1@example.com', 'user2@example.com', 'pre@example.com']
+    assert out[0]['hash'] == stored
+    assert out[1]['hash'] != stored and _crypt.verify_password('changed', out[1]['hash'])
+    assert out[2]['hash'] == '{SHA512-CRYPT}$6$abc'
+
+
+def test_hash_error_names_the_user_not_the_password():
+    with pytest.raises(AnsibleFilterError, match='user1@example.com') as err:
+        mailserver.mail_password_hashes([{'address': 'user1@example.com', 'password': 'p' * 80}])
+    assert 'p' * 80 not in str(err.value)
+
+
+def test_duplicates():
+    assert mailserver.duplicates(['a', 'b', 'a', 'c', 'b', 'a']) == ['a', 'b']
+    assert mailserver.duplicates([]) == []
