@@ -4,9 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # The highest level built so far.
-LEVEL ?= 1
-LEVELS := 1
-SCENARIOS ?= level1
+LEVEL ?= 2
+LEVELS := 1 2
+SCENARIOS ?= level1 level2
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -9,11 +9,12 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.maillab.mailserver.plugins.module_utils import _apt_sources, _crypt
 
 
-def mail_password_hashes(users, passwd_file_text=''):
+def mail_password_hashes(users, passwd_file_text='', rounds=10):
     """Give every present user a 'hash': the stored one when it still verifies.
 
     users: mailserver_users items (address, password or password_hash, state).
     passwd_file_text: the current Dovecot passwd-file, if any.
+    rounds: bcrypt cost of new hashes.
     Returns [{'address': ..., 'hash': ...}] for present users, in order.
     """
     stored = _crypt.parse_passwd_file(passwd_file_text or '')
@@ -26,7 +27,7 @@ def mail_password_hashes(users, passwd_file_text=''):
             hashed = user['password_hash']
         else:
             try:
-                hashed = _crypt.keep_or_hash(user.get('password') or '', stored.get(address))
+                hashed = _crypt.keep_or_hash(user.get('password') or '', stored.get(address), rounds=int(rounds))
             except _crypt.CryptError as exc:
                 raise AnsibleFilterError('cannot hash the password of %s: %s' % (address, exc))
         out.append({'address': address, 'hash': hashed})

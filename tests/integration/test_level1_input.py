@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.level1
+pytestmark = pytest.mark.foundation
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD_PREFIX = 'mtbad-'
