@@ -15,7 +15,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PLAYBOOK = $(if $(filter challenge,$(LEVEL)),challenge,level$(LEVEL))
 ANSIBLE_ARGS ?=
 
-.PHONY: help venv up down purge rebuild test lint unit molecule
+.PHONY: help venv up down purge rebuild test lint unit molecule bench
 
 help:
 	@echo "make up [LEVEL=$(LEVELS)]  bring the lab stack up (default: level $(LEVEL))"
@@ -23,6 +23,7 @@ help:
 	@echo "make down                 stop and remove the containers; volumes (mail) kept"
 	@echo "make purge                remove containers AND volumes: all stored mail is deleted"
 	@echo "make rebuild              rebuild every image with Debian's latest updates"
+	@echo "make bench [LEVEL=...]    throughput, latency, provisioning and footprint (after make up)"
 
 # The virtualenv, re-made when requirements.txt changes.
 $(BIN)/.installed: requirements.txt
@@ -48,8 +49,15 @@ purge: venv
 rebuild: venv
 	$(BIN)/ansible-playbook playbooks/$(PLAYBOOK).yml -e mailserver_image_refresh=$$(date +%Y%m%d%H%M%S) $(ANSIBLE_ARGS)
 
+# Figures for the running stack (make up first); BENCH_ARGS adds options,
+# e.g. BENCH_ARGS="--messages 1000 --skip-cold".
+BENCH_ARGS ?=
+bench: venv
+	$(BIN)/python scripts/bench.py --level $(LEVEL) $(BENCH_ARGS)
+
 lint: venv
 	$(BIN)/yamllint -s .
+	$(BIN)/python scripts/role_docs.py --check
 	$(BIN)/ansible-lint --profile production
 	for p in playbooks/*.yml; do $(BIN)/ansible-playbook --syntax-check "$$p" || exit 1; done
 
