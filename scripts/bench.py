@@ -149,32 +149,47 @@ def _mib(text):
                     'GiB': 1024, 'GB': 1024}[unit]
 
 
-def imap_count(port, user, password, subject, timeout, want):
-    """(visible message count, distinct Message-IDs, seconds waited) for subject."""
-    start = time.monotonic()
-    deadline = start + timeout
+def imap_messages(port, user, password):
+    """How many messages user's INBOX holds now."""
     imap = imaplib.IMAP4(HOST, port, timeout=30)
     imap.login(user, password)
     try:
-        uids = []
-        while True:
-            imap.select('INBOX')
-            typ, data = imap.uid('SEARCH', 'SUBJECT', '"%s"' % subject)
-            uids = data[0].split() if typ == 'OK' and data[0] else []
-            if len(uids) >= want or time.monotonic() > deadline:
-                break
-            imap.close()
-            time.sleep(0.05)
+        return _status_messages(imap)
+    finally:
+        imap.logout()
+
+
+def _status_messages(imap):
+    typ, data = imap.status('INBOX', '(MESSAGES)')
+    match = re.search(rb'MESSAGES (\d+)', data[0] or b'') if typ == 'OK' else None
+    return int(match.group(1)) if match else 0
+
+
+def imap_count(port, user, password, subject, timeout, want, before):
+    """Wait until the INBOX holds `want` more messages than `before` (cheap
+    STATUS polls, so the bench does not steal CPU from delivery), then count
+    the run's messages and their distinct Message-IDs, and delete them.
+    Returns (visible count, distinct Message-IDs, seconds waited)."""
+    start = time.monotonic()
+    deadline = start + timeout
+    imap = imaplib.IMAP4(HOST, port, timeout=60)
+    imap.login(user, password)
+    try:
+        while _status_messages(imap) < before + want and time.monotonic() < deadline:
+            time.sleep(0.1)
         waited = time.monotonic() - start
+        imap.select('INBOX')
+        typ, data = imap.uid('SEARCH', 'SUBJECT', '"%s"' % subject)
+        uids = data[0].split() if typ == 'OK' and data[0] else []
         ids = set()
         for i in range(0, len(uids), 500):
             typ, data = imap.uid('FETCH', b','.join(uids[i:i + 500]), '(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
             for item in data:
                 if isinstance(item, tuple):
                     ids.add(item[1].strip().lower())
+        for i in range(0, len(uids), 500):
+            imap.uid('STORE', b','.join(uids[i:i + 500]), '+FLAGS.SILENT', r'(\Deleted)')
         if uids:
-            for i in range(0, len(uids), 500):
-                imap.uid('STORE', b','.join(uids[i:i + 500]), '+FLAGS.SILENT', r'(\Deleted)')
             imap.expunge()
         return len(uids), len(ids), waited
     finally:
@@ -206,12 +221,13 @@ def end_to_end(stack, args, sessions, count, overhead):
         raise SystemExit('bench: the IMAP port is unknown (level 1 has no IMAP); use LEVEL=2 or higher')
     subject = 'bench-%s-s%d' % (uuid.uuid4().hex[:10], sessions)
     since = time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(time.time() - 1))
+    before = imap_messages(args.imap_port, args.rcpt, args.password)
     sampler = MemorySampler(stack.containers())
     sampler.start()
     start = time.monotonic()
     took = smtp_source(stack.image, args.smtp_port, count, sessions, args.size, args.rcpt, subject, 1200)
     accepted = time.monotonic()
-    seen, distinct, _ = imap_count(args.imap_port, args.rcpt, args.password, subject, args.timeout, count)
+    seen, distinct, _ = imap_count(args.imap_port, args.rcpt, args.password, subject, args.timeout, count, before)
     visible = time.monotonic()
     sampler.stop.set()
     sampler.join()
