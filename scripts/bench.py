@@ -113,7 +113,7 @@ def ceiling(stack, count, sessions, size, overhead):
         wait_port(port)
         took = smtp_source(stack.image, port, count, sessions, size, 'sink@example.com', 'ceiling', 600)
     finally:
-        docker('rm', '-f', name, check=False)
+        docker('rm', '-f', '-v', name, check=False)
     return count / max(took - overhead, 1e-3)
 
 
