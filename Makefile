@@ -60,6 +60,7 @@ lint: venv
 	$(BIN)/python scripts/role_docs.py --check
 	$(BIN)/ansible-lint --profile production
 	for p in playbooks/*.yml; do $(BIN)/ansible-playbook --syntax-check "$$p" || exit 1; done
+	for l in $(LEVELS); do $(BIN)/ansible-playbook --syntax-check maillab.mailserver.level$$l || exit 1; done
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
