@@ -13,12 +13,14 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PLAYBOOK = $(if $(filter challenge,$(LEVEL)),challenge,level$(LEVEL))
+empty :=
+LEVEL_CHOICES := $(subst $(empty) $(empty),|,$(LEVELS))
 ANSIBLE_ARGS ?=
 
 .PHONY: help venv up down purge rebuild test lint unit molecule bench
 
 help:
-	@echo "make up [LEVEL=$(LEVELS)]  bring the lab stack up (default: level $(LEVEL))"
+	@echo "make up [LEVEL=$(LEVEL_CHOICES)]     bring the lab stack up (default: level $(LEVEL))"
 	@echo "make test                 lint, unit tests and every molecule scenario"
 	@echo "make down                 stop and remove the containers; volumes (mail) kept"
 	@echo "make purge                remove containers AND volumes: all stored mail is deleted"
@@ -36,7 +38,7 @@ $(BIN)/.installed: requirements.txt
 venv: $(BIN)/.installed
 
 up: venv
-	@case "$(LEVEL)" in $(subst $() ,|,$(LEVELS))) ;; *) echo "LEVEL must be one of: $(LEVELS) (got '$(LEVEL)')" >&2; exit 2;; esac
+	@case "$(LEVEL)" in $(LEVEL_CHOICES)) ;; *) echo "LEVEL must be one of $(LEVEL_CHOICES) (got '$(LEVEL)')" >&2; exit 2;; esac
 	$(BIN)/ansible-playbook playbooks/$(PLAYBOOK).yml $(ANSIBLE_ARGS)
 
 down: venv

@@ -141,12 +141,12 @@ def test_mail_accepted_while_imap_is_down_is_read_after(stack, dialogue, tag):
     assert 'status=bounced' not in logs
 
 
-def _playbook(stack, *extra):
+def _playbook(stack, *extra, playbook='playbooks/level2.yml'):
     inventory = os.environ.get('MAILLAB_INVENTORY')
     if not inventory:
         pytest.skip('MAILLAB_INVENTORY (the scenario inventory) is not set')
     cmd = ['ansible-playbook', '-i', str(ROOT / 'inventories/lab/hosts.yml'), '-i', inventory,
-           'playbooks/level2.yml', *extra]
+           playbook, *extra]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**os.environ, 'ANSIBLE_CONFIG': str(ROOT / 'ansible.cfg')})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
@@ -177,3 +177,17 @@ def test_users_as_code_add_and_remove_without_restart(stack, dialogue, tag):
     assert after == started, 'adding or removing a user restarted a container'
     # Back to the inventory's users; nothing else changes.
     _playbook(stack)
+
+
+def test_going_down_and_up_a_level_keeps_the_mail(stack, dialogue, tag):
+    send(stack, dialogue, 'user1@example.com', 'levels', 'levels ' + tag)
+    assert search(stack, 'user1', 'levels ' + tag)
+    _playbook(stack, playbook='playbooks/level1.yml')
+    names = stack.docker('ps', '-a', '--format', '{{.Names}}').stdout.split()
+    assert stack.imap not in names and stack.smtp in names, 'level 1 runs Postfix alone'
+    # Mail keeps arriving at level 1, into the same volume.
+    send(stack, dialogue, 'user1@example.com', 'at level 1', 'level one ' + tag)
+    _playbook(stack)
+    stack.wait_healthy(stack.imap)
+    assert search(stack, 'user1', 'levels ' + tag), 'mail stored before going down is gone'
+    assert search(stack, 'user1', 'level one ' + tag), 'mail stored at level 1 is not served at level 2'
