@@ -191,3 +191,11 @@ def test_going_down_and_up_a_level_keeps_the_mail(stack, dialogue, tag):
     stack.wait_healthy(stack.imap)
     assert search(stack, 'user1', 'levels ' + tag), 'mail stored before going down is gone'
     assert search(stack, 'user1', 'level one ' + tag), 'mail stored at level 1 is not served at level 2'
+
+
+def test_alias_reaches_every_target(stack, dialogue, tag):
+    if 'team@example.com' not in stack.host(stack.smtp).file('/etc/postfix/maillab/virtual_aliases').content_string:
+        pytest.skip('the inventory under test defines no team@example.com alias')
+    send(stack, dialogue, 'team@example.com', 'alias', 'alias ' + tag)
+    assert len(search(stack, 'user1', 'alias ' + tag)) == 1
+    assert len(search(stack, 'user2', 'alias ' + tag)) == 1
