@@ -4,9 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # The highest level built so far.
-LEVEL ?= 2
-LEVELS := 1 2
-SCENARIOS ?= level1 level2
+LEVEL ?= 3
+LEVELS := 1 2 3
+SCENARIOS ?= level1 level2 level3
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -8,7 +8,7 @@ roles' argument specs.
 Each role's meta/argument_specs.yml (entry point main) is the interface; the
 table shows each option's type, its default from defaults/main.yml and its
 description. --check also fails when a default has no spec entry or a spec
-entry has no default (mailserver_domain, which has none on purpose, aside).
+entry has no default (the domain and the secrets, which have none on purpose, aside).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / 'README.md'
 BEGIN, END = '<!-- BEGIN VARIABLES (scripts/role_docs.py) -->', '<!-- END VARIABLES -->'
 ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'rspamd']
-NO_DEFAULT = {'mailserver_domain'}
+NO_DEFAULT = {'mailserver_domain', 'mariadb_admin_password', 'mariadb_reader_password',
+              'postfixadmin_superadmin', 'postfixadmin_setup_password'}
 
 
 def _text(value):

@@ -34,6 +34,36 @@ def mail_password_hashes(users, passwd_file_text='', rounds=10):
     return out
 
 
+def php_bcrypt(password, stored=''):
+    """A '$2y$' bcrypt hash of password (PHP's password_hash format): the
+    stored one when the password still verifies against it."""
+    try:
+        if stored and _crypt.verify_password(password, '{%s}%s' % (_crypt.SCHEME, stored)):
+            return stored
+        fresh = _crypt.hash_password(password)[len(_crypt.SCHEME) + 2:]
+    except _crypt.CryptError as exc:
+        raise AnsibleFilterError('cannot hash a password: %s' % exc)
+    return '$2y$' + fresh[4:]
+
+
+def mail_password_verifies(password, stored):
+    """True when password verifies against a stored {BLF-CRYPT} hash."""
+    try:
+        return _crypt.verify_password(password or '', stored or '')
+    except _crypt.CryptError as exc:
+        raise AnsibleFilterError('cannot verify a password: %s' % exc)
+
+
+def tsv_index(lines):
+    """{kind: {key: value}} from 'kind<TAB>key<TAB>value' lines (SQL output)."""
+    index = {}
+    for line in lines:
+        parts = line.split('\t')
+        if len(parts) >= 2:
+            index.setdefault(parts[0], {})[parts[1].lower()] = parts[2] if len(parts) > 2 else ''
+    return index
+
+
 def apt_mirrors(texts):
     """{'mirror', 'security'} from the host's apt source file texts."""
     return _apt_sources.apt_mirrors(texts)
@@ -54,5 +84,8 @@ class FilterModule(object):
         return {
             'mail_password_hashes': mail_password_hashes,
             'apt_mirrors': apt_mirrors,
+            'php_bcrypt': php_bcrypt,
+            'tsv_index': tsv_index,
+            'mail_password_verifies': mail_password_verifies,
             'duplicates': duplicates,
         }

@@ -32,3 +32,21 @@ def test_hash_error_names_the_user_not_the_password():
 def test_duplicates():
     assert mailserver.duplicates(['a', 'b', 'a', 'c', 'b', 'a']) == ['a', 'b']
     assert mailserver.duplicates([]) == []
+
+
+def test_php_bcrypt_is_2y_and_kept():
+    first = mailserver.php_bcrypt('setup-secret-1')
+    assert first.startswith('$2y$10$') and len(first) == 60
+    assert mailserver.php_bcrypt('setup-secret-1', first) == first
+    assert mailserver.php_bcrypt('other', first) != first
+
+
+def test_mail_password_verifies_php_hashes():
+    stored = '{BLF-CRYPT}' + mailserver.php_bcrypt('secret-one')
+    assert mailserver.mail_password_verifies('secret-one', stored)
+    assert not mailserver.mail_password_verifies('secret-two', stored)
+
+
+def test_tsv_index():
+    lines = ['domain\texample.com\t', 'mailbox\tUser1@example.com\t{BLF-CRYPT}x', 'junk']
+    assert mailserver.tsv_index(lines) == {'domain': {'example.com': ''}, 'mailbox': {'user1@example.com': '{BLF-CRYPT}x'}}

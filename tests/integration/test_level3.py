@@ -1,0 +1,217 @@
+"""Level 3: SQL accounts, LMTP, TLS-only logins and submission."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import smtplib
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import HOST
+
+pytestmark = pytest.mark.level3
+
+PASSWORD = 'password'
+
+
+def env_port(name):
+    return int(os.environ['MAILLAB_%s_PORT' % name])
+
+
+@pytest.fixture(scope='module')
+def tls():
+    return ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
+
+
+def db_sql(stack, query, user=None, password=None):
+    """Run SQL in the database container (root over the socket, or as a user over TCP)."""
+    argv = ['exec', stack.prefix + 'mail-db', 'mariadb', '-N', '-B', 'postfixadmin', '-e', query]
+    if user:
+        argv[3:3] = ['-h', '127.0.0.1', '-u', user, '-p' + password]
+    return stack.docker(*argv, check=False)
+
+
+def imaps_login(tls, user, password=PASSWORD):
+    imap = imaplib.IMAP4_SSL('localhost', env_port('IMAPS'), ssl_context=tls, timeout=15)
+    imap.login(user, password)
+    return imap
+
+
+def imap_find(tls, user, text, timeout=15):
+    deadline = time.monotonic() + timeout
+    imap = imaps_login(tls, user)
+    try:
+        while True:
+            imap.select('INBOX')
+            typ, data = imap.uid('SEARCH', 'BODY', '"%s"' % text)
+            if (typ == 'OK' and data[0]) or time.monotonic() > deadline:
+                return data[0].split() if data[0] else []
+            imap.close()
+            time.sleep(0.2)
+    finally:
+        imap.logout()
+
+
+def submit(tls, user, sender, rcpt, body, port_name='SUBMISSION'):
+    smtp = smtplib.SMTP('localhost', env_port(port_name), timeout=15)
+    smtp.starttls(context=tls)
+    smtp.login(user, PASSWORD)
+    try:
+        return smtp.sendmail(sender, [rcpt], 'Subject: level3\r\n\r\n%s\r\n' % body)
+    finally:
+        smtp.quit()
+
+
+def test_plain_imap_login_refused_before_starttls(stack, tls):
+    imap = imaplib.IMAP4('localhost', stack.imap_port, timeout=15)
+    assert 'LOGINDISABLED' in imap.capabilities and 'STARTTLS' in imap.capabilities
+    with pytest.raises(imaplib.IMAP4.error):
+        imap.login('user1@example.com', PASSWORD)
+    imap.starttls(ssl_context=tls)
+    assert imap.login('user1@example.com', PASSWORD)[0] == 'OK'
+    imap.logout()
+
+
+def test_auth_only_after_tls_on_submission_and_never_on_25(stack, tls):
+    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=15)
+    smtp.ehlo()
+    assert not smtp.has_extn('auth') and smtp.has_extn('starttls')
+    code, _ = smtp.docmd('AUTH', 'PLAIN AHVzZXIxQGV4YW1wbGUuY29tAHBhc3N3b3Jk')
+    assert code >= 500
+    smtp.starttls(context=tls)
+    smtp.ehlo()
+    assert smtp.has_extn('auth')
+    smtp.quit()
+    mx = smtplib.SMTP(HOST, stack.smtp_port, timeout=15)
+    mx.ehlo()
+    assert mx.has_extn('starttls'), 'STARTTLS is offered on port 25'
+    mx.starttls(context=ssl._create_unverified_context())
+    mx.ehlo()
+    assert not mx.has_extn('auth'), 'no AUTH on port 25, even after STARTTLS'
+    mx.quit()
+
+
+def test_wrong_password_refused(tls):
+    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=15)
+    smtp.starttls(context=tls)
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        smtp.login('user1@example.com', 'wrong-password')
+    smtp.close()
+    with pytest.raises(imaplib.IMAP4.error):
+        imaps_login(tls, 'user1@example.com', 'wrong-password')
+
+
+def test_no_relay_without_auth_on_submission(tls):
+    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=15)
+    smtp.starttls(context=tls)
+    smtp.ehlo()
+    smtp.mail('test@example.com')
+    code, text = smtp.rcpt('someone@elsewhere.example')
+    assert code >= 500, text
+    smtp.close()
+
+
+def test_authenticated_user_cannot_send_as_another(tls, tag):
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        submit(tls, 'user1@example.com', 'user2@example.com', 'user2@example.com', 'spoof ' + tag)
+    code, text = refused.value.recipients['user2@example.com']
+    assert code == 553 and b'not owned by user' in text
+
+
+def test_submission_delivers_over_lmtp(tls, tag):
+    submit(tls, 'user1@example.com', 'user1@example.com', 'user2@example.com', 'lmtp ' + tag)
+    assert imap_find(tls, 'user2@example.com', 'lmtp ' + tag)
+
+
+def test_passwords_are_strong_hashes(stack):
+    rows = db_sql(stack, 'SELECT password FROM mailbox').stdout.split()
+    assert rows and all(r.startswith('{BLF-CRYPT}$2y$10$') for r in rows), rows
+    inspect = stack.docker('inspect', stack.smtp, stack.imap, stack.prefix + 'mail-db',
+                           stack.prefix + 'mail-admin').stdout
+    for secret in ('lab-mailreader-db', 'lab-postfixadmin-db', 'lab-admin-password', 'lab-setup-password'):
+        assert secret not in inspect
+    logs = ''.join(stack.docker('logs', c, check=False).stdout + stack.docker('logs', c, check=False).stderr
+                   for c in (stack.smtp, stack.imap, stack.prefix + 'mail-db', stack.prefix + 'mail-admin'))
+    assert 'lab-mailreader-db' not in logs and 'lab-admin-password' not in logs
+
+
+def test_database_not_published_and_reader_cannot_write(stack):
+    assert stack.docker('port', stack.prefix + 'mail-db').stdout.strip() == ''
+    read = db_sql(stack, 'SELECT COUNT(*) FROM mailbox', 'mailreader', 'lab-mailreader-db')
+    assert read.returncode == 0 and int(read.stdout) >= 2, read.stderr
+    write = db_sql(stack, "UPDATE mailbox SET active = '0'", 'mailreader', 'lab-mailreader-db')
+    assert write.returncode != 0 and 'denied' in write.stderr
+
+
+def test_new_mailbox_served_at_once_and_deactivated_refused(stack, tls, tag):
+    address = 'new%s@example.com' % tag[:6]
+    add = stack.docker('exec', '-u', 'www-data', stack.prefix + 'mail-admin', 'postfixadmin-cli', 'mailbox', 'add',
+                       address, '--password', 'new-pass-123', '--password2', 'new-pass-123', '--name', 'New',
+                       '--quota', '0', '--active', '1', '--welcome-mail', '0', check=False)
+    assert add.returncode == 0, add.stdout + add.stderr
+    try:
+        submit(tls, 'user1@example.com', 'user1@example.com', address, 'welcome ' + tag)
+        imap = imaplib.IMAP4_SSL('localhost', env_port('IMAPS'), ssl_context=tls, timeout=15)
+        imap.login(address, 'new-pass-123')
+        imap.logout()
+        # As the web interface's "deactivate" does.
+        off = stack.docker('exec', '-u', 'www-data', stack.prefix + 'mail-admin', 'postfixadmin-cli', 'mailbox',
+                           'update', address, '--active', '0', check=False)
+        assert off.returncode == 0, off.stdout + off.stderr
+        smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=15)
+        smtp.ehlo()
+        smtp.mail('test@example.com')
+        code, text = smtp.rcpt(address)
+        smtp.quit()
+        assert 500 <= code < 600, text
+    finally:
+        stack.docker('exec', '-u', 'www-data', stack.prefix + 'mail-admin', 'postfixadmin-cli', 'mailbox',
+                     'delete', address, check=False)
+
+
+def test_database_outage_tempfails_and_the_database_is_used_again(stack, tls, tag):
+    """With mail-db down, mail to a known domain is tempfailed (4xx), never
+    bounced; once it is back, lookups reach it again within seconds.
+    (An address that failed stays tempfailed in a busy smtpd until the
+    process is recycled: see the level 3 notes.)"""
+    db = stack.prefix + 'mail-db'
+    stack.docker('stop', db)
+    try:
+        smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=30)
+        smtp.ehlo()
+        smtp.mail('test@example.com')
+        code, text = smtp.rcpt('user1@example.com')
+        smtp.quit()
+        assert 400 <= code < 500, 'a known domain must be tempfailed, not bounced: %s %s' % (code, text)
+    finally:
+        stack.docker('start', db)
+    stack.wait_healthy(db)
+    back = time.monotonic()
+    while True:
+        smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=30)
+        smtp.ehlo()
+        smtp.mail('test@example.com')
+        code, _ = smtp.rcpt('user2@example.com')
+        if code == 250:
+            smtp.data('Subject: after outage\r\n\r\noutage %s\r\n' % tag)
+            smtp.quit()
+            break
+        smtp.quit()
+        assert time.monotonic() - back < 15, 'still %s 15 s after the database is back' % code
+        time.sleep(0.5)
+    assert imap_find(tls, 'user2@example.com', 'outage ' + tag)
+
+
+def test_admin_web_interface_answers_and_guards_setup(stack):
+    port = env_port('ADMIN')
+    run = subprocess.run(['python3', '-c', 'import urllib.request,sys;'
+                          'print(urllib.request.urlopen("http://127.0.0.1:%d/login.php").status)' % port],
+                         capture_output=True, text=True, timeout=30)
+    assert run.stdout.strip() == '200', run.stderr
+    cfg = stack.host(stack.prefix + 'mail-admin').file('/etc/postfixadmin/config.local.php')
+    assert cfg.mode == 0o640 and cfg.group == 'www-data'
+    assert "setup_password'] = '$2y$10$" in cfg.content_string
