@@ -17,7 +17,7 @@ empty :=
 LEVEL_CHOICES := $(subst $(empty) $(empty),|,$(LEVELS))
 ANSIBLE_ARGS ?=
 
-.PHONY: help venv up down purge rebuild test lint unit molecule bench
+.PHONY: help venv deps up down purge rebuild test lint unit molecule bench
 
 help:
 	@echo "make up [LEVEL=$(LEVEL_CHOICES)]     bring the lab stack up (default: level $(LEVEL))"
@@ -36,6 +36,16 @@ $(BIN)/.installed: requirements.txt
 	@touch $@
 
 venv: $(BIN)/.installed
+
+# Debian packages the tests need: chromium for the web UI test (no browser
+# download works on air-gapped hosts; Playwright drives Debian's build).
+deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: run 'apt-get install chromium' as root" >&2; exit 1; fi; \
+	  echo "installing Debian's chromium for the browser test"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || { echo "apt-get install chromium failed" >&2; exit 1; }; \
+	fi
 
 up: venv
 	@case "$(LEVEL)" in $(LEVEL_CHOICES)) ;; *) echo "LEVEL must be one of $(LEVEL_CHOICES) (got '$(LEVEL)')" >&2; exit 2;; esac
@@ -67,7 +77,7 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
-molecule: venv
+molecule: venv deps
 	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
 
 test: lint unit molecule

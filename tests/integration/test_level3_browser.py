@@ -1,0 +1,86 @@
+"""Level 3: a real browser (Debian's chromium driven by Playwright) logs into
+PostfixAdmin, creates a domain and a mailbox, and that mailbox receives mail
+at once. Screenshots of each step land in MAILLAB_ARTIFACTS (results/ by default)."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import smtplib
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+pytestmark = pytest.mark.level3
+
+CHROMIUM = '/usr/bin/chromium'
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_mailbox_created_in_the_web_ui_receives_mail_at_once(stack, tag):
+    port = int(os.environ['MAILLAB_ADMIN_PORT'])
+    shots = Path(os.environ.get('MAILLAB_ARTIFACTS') or ROOT / 'results' / 'screenshots')
+    shots.mkdir(parents=True, exist_ok=True)
+    domain = 'web%s.example' % tag[:6]
+    address, password = 'webuser@' + domain, 'Web-pass-%s-42' % tag[:4]
+    base = 'http://127.0.0.1:%d' % port
+    assert os.path.exists(CHROMIUM), 'Debian chromium is missing: make deps installs it'
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox'])
+        try:
+            page = browser.new_page()
+            page.goto(base + '/login.php')
+            page.fill('#fUsername', 'admin@example.com')
+            page.fill('#fPassword', 'lab-admin-password')
+            page.click('button[name=submit]')
+            page.wait_for_load_state()
+            page.screenshot(path=str(shots / 'level3-1-logged-in.png'), full_page=True)
+            assert 'login.php' not in page.url, 'login refused'
+
+            page.goto(base + '/edit.php?table=domain')
+            page.fill('input[name="value[domain]"]', domain)
+            page.fill('input[name="value[description]"]', 'made by the browser test')
+            page.click('input[name=submit]')
+            page.wait_for_load_state()
+            page.screenshot(path=str(shots / 'level3-2-domain.png'), full_page=True)
+
+            page.goto(base + '/edit.php?table=mailbox&domain=' + domain)
+            page.fill('input[name="value[local_part]"]', 'webuser')
+            page.fill('input[name="value[password]"]', password)
+            page.fill('input[name="value[password2]"]', password)
+            page.fill('input[name="value[name]"]', 'Web User')
+            page.fill('input[name="value[quota]"]', '5')
+            page.click('input[name=submit]')
+            page.wait_for_load_state()
+            page.screenshot(path=str(shots / 'level3-3-mailbox.png'), full_page=True)
+            assert 'Unable to send' not in page.content(), 'the welcome mail could not be sent'
+            page.goto(base + '/list-virtual.php?domain=' + domain)
+            page.screenshot(path=str(shots / 'level3-4-list.png'), full_page=True)
+            assert address in page.content(), 'the new mailbox is not listed'
+        finally:
+            browser.close()
+    try:
+        # At once: no restart, no reload.
+        smtp = smtplib.SMTP('127.0.0.1', stack.smtp_port, timeout=15)
+        smtp.sendmail('test@example.com', [address], 'Subject: Test Docker\r\n\r\nweb ' + tag + '\r\n')
+        smtp.quit()
+        tls = ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
+        imap = imaplib.IMAP4_SSL('localhost', int(os.environ['MAILLAB_IMAPS_PORT']), ssl_context=tls, timeout=15)
+        imap.login(address, password)
+        deadline = time.monotonic() + 15
+        while True:
+            imap.select('INBOX')
+            _typ, data = imap.uid('SEARCH', 'BODY', '"web %s"' % tag)
+            if data[0] or time.monotonic() > deadline:
+                break
+            imap.close()
+            time.sleep(0.2)
+        imap.logout()
+        assert data[0], 'the mailbox made in the web UI did not receive the message'
+    finally:
+        for table, args in (('mailbox', [address]), ('domain', [domain])):
+            stack.docker('exec', '-u', 'www-data', stack.prefix + 'mail-admin', 'postfixadmin-cli', table,
+                         'delete', *args, check=False)
