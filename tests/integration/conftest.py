@@ -61,6 +61,21 @@ class Stack:
     def docker(self, *args, check=True, timeout=120):
         return subprocess.run(['docker', *args], capture_output=True, text=True, check=check, timeout=timeout)
 
+    def wait_answering(self, port, timeout=60):
+        """Wait until a server greets on 127.0.0.1:port (what a client needs)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((HOST, port), timeout=3) as sock:
+                    sock.settimeout(5)
+                    if sock.recv(64)[:1] in (b'2', b'*'):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError('nothing greets on %s:%d after %s s' % (HOST, port, timeout))
+            time.sleep(0.3)
+
     def wait_healthy(self, container, timeout=90):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -68,7 +83,8 @@ class Stack:
             if state == 'healthy':
                 return
             time.sleep(0.5)
-        raise AssertionError('%s not healthy after %s s' % (container, timeout))
+        health = self.docker('inspect', '-f', '{{json .State}}', container, check=False).stdout
+        raise AssertionError('%s not healthy after %s s: %s' % (container, timeout, health[-1500:]))
 
 
 def _shq(text):

@@ -175,7 +175,7 @@ def test_restart_keeps_stored_and_queued_mail(stack, dialogue, tag):
     before = queued()
     assert before, 'the message never reached the queue'
     stack.docker('restart', stack.smtp)
-    stack.wait_healthy(stack.smtp)
+    stack.wait_answering(stack.smtp_port)
     assert len(stack.find_message('user1@example.com', 'restart ' + tag)) == 1
     after = queued()
     ids = [json.loads(line)['queue_id'] for line in before]

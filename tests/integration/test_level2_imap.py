@@ -119,8 +119,8 @@ def test_restart_loses_no_mail(stack, dialogue, tag):
     send(stack, dialogue, 'user2@example.com', 'before restart', 'restart ' + tag)
     assert len(search(stack, 'user2', 'restart ' + tag)) == 1
     stack.docker('restart', stack.smtp, stack.imap)
-    stack.wait_healthy(stack.smtp)
-    stack.wait_healthy(stack.imap)
+    stack.wait_answering(stack.smtp_port)
+    stack.wait_answering(stack.imap_port)
     assert len(search(stack, 'user2', 'restart ' + tag)) == 1
 
 
@@ -131,7 +131,7 @@ def test_mail_accepted_while_imap_is_down_is_read_after(stack, dialogue, tag):
             send(stack, dialogue, 'user2@example.com', 'while down %d' % n, 'down %s %02d' % (tag, n))
     finally:
         stack.docker('start', stack.imap)
-    stack.wait_healthy(stack.imap)
+    stack.wait_answering(stack.imap_port)
     deadline = time.monotonic() + 30
     while len(search(stack, 'user2', 'down ' + tag)) < 20 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -188,7 +188,7 @@ def test_going_down_and_up_a_level_keeps_the_mail(stack, dialogue, tag):
     # Mail keeps arriving at level 1, into the same volume.
     send(stack, dialogue, 'user1@example.com', 'at level 1', 'level one ' + tag)
     _playbook(stack)
-    stack.wait_healthy(stack.imap)
+    stack.wait_answering(stack.imap_port)
     assert search(stack, 'user1', 'levels ' + tag), 'mail stored before going down is gone'
     assert search(stack, 'user1', 'level one ' + tag), 'mail stored at level 1 is not served at level 2'
 
