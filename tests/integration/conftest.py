@@ -76,16 +76,6 @@ class Stack:
                 raise AssertionError('nothing greets on %s:%d after %s s' % (HOST, port, timeout))
             time.sleep(0.3)
 
-    def wait_healthy(self, container, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.docker('inspect', '-f', '{{.State.Health.Status}}', container, check=False).stdout.strip()
-            if state == 'healthy':
-                return
-            time.sleep(0.5)
-        health = self.docker('inspect', '-f', '{{json .State}}', container, check=False).stdout
-        raise AssertionError('%s not healthy after %s s: %s' % (container, timeout, health[-1500:]))
-
 
 def _shq(text):
     return "'" + text.replace("'", "'\\''") + "'"
