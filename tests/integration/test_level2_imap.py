@@ -24,6 +24,19 @@ def imap_login(stack, user='user1', password='password'):
     return imap
 
 
+def wait_login(stack, timeout=60):
+    """Wait until user1 can log in over IMAP (the service, not only its greeting, is back)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            imap_login(stack).logout()
+            return
+        except (OSError, imaplib.IMAP4.error):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def empty_inbox(stack, user):
     imap = imap_login(stack, user)
     _typ, data = imap.select('INBOX')
@@ -120,7 +133,7 @@ def test_restart_loses_no_mail(stack, dialogue, tag):
     assert len(search(stack, 'user2', 'restart ' + tag)) == 1
     stack.docker('restart', stack.smtp, stack.imap)
     stack.wait_answering(stack.smtp_port)
-    stack.wait_answering(stack.imap_port)
+    wait_login(stack)
     assert len(search(stack, 'user2', 'restart ' + tag)) == 1
 
 
@@ -131,7 +144,7 @@ def test_mail_accepted_while_imap_is_down_is_read_after(stack, dialogue, tag):
             send(stack, dialogue, 'user2@example.com', 'while down %d' % n, 'down %s %02d' % (tag, n))
     finally:
         stack.docker('start', stack.imap)
-    stack.wait_answering(stack.imap_port)
+    wait_login(stack)
     deadline = time.monotonic() + 30
     while len(search(stack, 'user2', 'down ' + tag)) < 20 and time.monotonic() < deadline:
         time.sleep(0.5)
