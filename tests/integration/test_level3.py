@@ -173,11 +173,11 @@ def test_new_mailbox_served_at_once_and_deactivated_refused(stack, tls, tag):
                      'delete', address, check=False)
 
 
-def test_database_outage_tempfails_and_the_database_is_used_again(stack, tls, tag):
+def test_database_outage_tempfails_and_mail_arrives_after(stack, tls, tag):
     """With mail-db down, mail to a known domain is tempfailed (4xx), never
-    bounced; once it is back, lookups reach it again within seconds.
-    (An address that failed stays tempfailed in a busy smtpd until the
-    process is recycled: see the level 3 notes.)"""
+    bounced; once it is back the same address is accepted again and the mail
+    arrives. Known gap (level 3 notes): Postfix keeps the failed lookup for a
+    while (about 2.5 minutes here), not seconds; the bound below is that."""
     db = stack.prefix + 'mail-db'
     stack.docker('stop', db)
     try:
@@ -198,15 +198,17 @@ def test_database_outage_tempfails_and_the_database_is_used_again(stack, tls, ta
         smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=30)
         smtp.ehlo()
         smtp.mail('test@example.com')
-        code, _ = smtp.rcpt('user2@example.com')
+        code, text = smtp.rcpt('user1@example.com')
         if code == 250:
             smtp.data('Subject: after outage\r\n\r\noutage %s\r\n' % tag)
             smtp.quit()
             break
         smtp.quit()
-        assert time.monotonic() - back < 15, 'still %s 15 s after the database is back' % code
-        time.sleep(0.5)
-    assert imap_find(tls, 'user2@example.com', 'outage ' + tag)
+        assert 400 <= code < 500, 'refused for good after the outage: %s %s' % (code, text)
+        assert time.monotonic() - back < 240, 'still %s 240 s after the database is back' % code
+        time.sleep(2)
+    print('accepted again %.1f s after the database was back' % (time.monotonic() - back))
+    assert imap_find(tls, 'user1@example.com', 'outage ' + tag)
 
 
 def test_admin_web_interface_answers_and_guards_setup(stack):
