@@ -25,7 +25,8 @@ README = ROOT / 'README.md'
 BEGIN, END = '<!-- BEGIN VARIABLES (scripts/role_docs.py) -->', '<!-- END VARIABLES -->'
 ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'rspamd']
 NO_DEFAULT = {'mailserver_domain', 'mariadb_admin_password', 'mariadb_reader_password',
-              'postfixadmin_superadmin', 'postfixadmin_setup_password'}
+              'postfixadmin_superadmin', 'postfixadmin_setup_password',
+              'rspamd_controller_password', 'rspamd_enable_password'}
 
 
 def _text(value):

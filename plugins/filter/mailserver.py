@@ -1,12 +1,12 @@
 # Copyright: maillab.mailserver contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of maillab.mailserver: password hashes, apt mirrors, duplicates."""
+"""Filters of maillab.mailserver: password hashes, apt mirrors, DKIM records, duplicates."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.maillab.mailserver.plugins.module_utils import _apt_sources, _crypt
+from ansible_collections.maillab.mailserver.plugins.module_utils import _apt_sources, _crypt, _rspamd_pw
 
 
 def mail_password_hashes(users, passwd_file_text='', rounds=10):
@@ -54,6 +54,24 @@ def mail_password_verifies(password, stored):
         raise AnsibleFilterError('cannot verify a password: %s' % exc)
 
 
+def rspamd_password_hash(password, stored=''):
+    """A hash Rspamd's controller verifies ("$1$", PBKDF2-BLAKE2b): the
+    stored one when the password still verifies against it."""
+    try:
+        return _rspamd_pw.keep_or_hash(password, stored or None)
+    except _rspamd_pw.RspamdPasswordError as exc:
+        raise AnsibleFilterError('cannot hash an Rspamd controller password: %s' % exc)
+
+
+def dkim_txt_record(public_key_pem):
+    """The DKIM TXT record value ("v=DKIM1; k=rsa; p=...") for a PEM public key."""
+    lines = [line.strip() for line in (public_key_pem or '').splitlines()]
+    body = ''.join(line for line in lines if line and not line.startswith('-----'))
+    if not body or 'BEGIN PUBLIC KEY' not in (public_key_pem or ''):
+        raise AnsibleFilterError('dkim_txt_record needs a PEM "PUBLIC KEY" (SubjectPublicKeyInfo)')
+    return 'v=DKIM1; k=rsa; p=' + body
+
+
 def tsv_index(lines):
     """{kind: {key: value}} from 'kind<TAB>key<TAB>value' lines (SQL output)."""
     index = {}
@@ -88,4 +106,6 @@ class FilterModule(object):
             'tsv_index': tsv_index,
             'mail_password_verifies': mail_password_verifies,
             'duplicates': duplicates,
+            'rspamd_password_hash': rspamd_password_hash,
+            'dkim_txt_record': dkim_txt_record,
         }

@@ -238,20 +238,31 @@ def test_database_outage_tempfails_and_recovers_in_seconds(stack, tls, tag):
     assert status == 200 and 'mail-db' not in body
 
 
+def rcpt_with_size(stack, rcpt, size):
+    """The answer to RCPT TO after MAIL FROM announced SIZE=size."""
+    smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=30)
+    try:
+        smtp.ehlo()
+        smtp.mail('test@example.com', ['SIZE=%d' % size])
+        return smtp.rcpt(rcpt)
+    finally:
+        smtp.quit()
+
+
 def test_over_quota_mailbox_refused_at_rcpt(stack, tls, tag):
-    """A mailbox's quota comes from PostfixAdmin (MiB); once it is used up,
-    mail to it is refused at RCPT with 552 (never accepted and bounced), mail
-    to other mailboxes flows, and raising the quota in the database lets mail
-    in again without any restart."""
+    """A mailbox's quota comes from PostfixAdmin (MiB). Mail that would not
+    fit is refused at RCPT with 552 (never accepted and bounced), smaller mail
+    still fits, other mailboxes are not concerned, and raising the quota in
+    the database lets the large mail in at once, without any restart."""
     address = 'quota%s@example.com' % tag[:6]
     add = cli(stack, 'mailbox', 'add', address, '--password', 'quota-pass-1', '--password2', 'quota-pass-1',
               '--name', 'Quota', '--quota', '1', '--active', '1', '--welcome-mail', '0')
     assert add.returncode == 0, add.stdout + add.stderr
     try:
         assert db_sql(stack, "SELECT quota FROM mailbox WHERE username = '%s'" % address).stdout.strip() == '1048576'
-        big = 'Subject: fill\r\n\r\n' + ('q' * 998 + '\r\n') * 1100     # about 1.1 MB: over the 1 MiB quota
+        half = 'Subject: fill\r\n\r\n' + ('q' * 998 + '\r\n') * 600     # 600 KB of a 1 MiB quota
         smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=30)
-        assert smtp.sendmail('test@example.com', [address], big) == {}
+        assert smtp.sendmail('test@example.com', [address], half) == {}
         smtp.quit()
         imap = imaplib.IMAP4_SSL('localhost', env_port('IMAPS'), ssl_context=tls, timeout=15)
         imap.login(address, 'quota-pass-1')
@@ -264,12 +275,14 @@ def test_over_quota_mailbox_refused_at_rcpt(stack, tls, tag):
         assert int(data[0]) == 1, 'the first message was not delivered'
         typ, data = imap.getquotaroot('INBOX')
         imap.logout()
-        assert typ == 'OK' and b'STORAGE' in data[1][0], data
-        code, text = rcpt_reply(stack, address)
+        assert typ == 'OK' and b'STORAGE' in data[1][0] and b'1024' in data[1][0], data
+        code, text = rcpt_with_size(stack, address, len(half))
         assert code == 552 and b'full' in text, (code, text)
-        assert rcpt_reply(stack, 'user1@example.com')[0] == 250
+        assert rcpt_with_size(stack, address, 2000)[0] == 250
+        assert rcpt_with_size(stack, address, 2 * 1048576)[0] == 552
+        assert rcpt_with_size(stack, 'user1@example.com', len(half))[0] == 250
         db_sql(stack, "UPDATE mailbox SET quota = 10485760 WHERE username = '%s'" % address)
-        assert rcpt_reply(stack, address)[0] == 250
+        assert rcpt_with_size(stack, address, len(half))[0] == 250
     finally:
         cli(stack, 'mailbox', 'delete', address)
 
