@@ -4,9 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # The highest level built so far.
-LEVEL ?= 3
-LEVELS := 1 2 3
-SCENARIOS ?= level1 level2 level3
+LEVEL ?= challenge
+LEVELS := 1 2 3 challenge
+SCENARIOS ?= level1 level2 level3 default
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -72,7 +72,7 @@ lint: venv
 	$(BIN)/python scripts/role_docs.py --check
 	$(BIN)/ansible-lint --profile production
 	for p in playbooks/*.yml; do $(BIN)/ansible-playbook --syntax-check "$$p" || exit 1; done
-	for l in $(LEVELS); do $(BIN)/ansible-playbook --syntax-check maillab.mailserver.level$$l || exit 1; done
+	for p in level1 level2 level3 challenge; do $(BIN)/ansible-playbook --syntax-check maillab.mailserver.$$p || exit 1; done
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -11,6 +11,7 @@ step sets them from the scenario's inventory):
 
 from __future__ import annotations
 
+import email.utils
 import os
 import socket
 import subprocess
@@ -38,21 +39,24 @@ class Stack:
     def host(self, container):
         return testinfra.get_host('docker://' + container)
 
-    def maildir_files(self, user, container=None):
-        """Paths of the messages in user's Maildir (new and cur)."""
+    # Where a user's delivered mail lands: INBOX, and with the full stack
+    # Junk too (Rspamd may mark mail as spam: delivered all the same).
+    FOLDERS = ('new', 'cur', '.Junk/new', '.Junk/cur')
+
+    def _dirs(self, user):
         local, domain = user.split('@')
-        out = self.host(container or self.smtp).run(
-            'find /var/mail/%s/%s/new /var/mail/%s/%s/cur -type f 2>/dev/null' % (domain, local, domain, local))
+        return ' '.join('/var/mail/%s/%s/%s' % (domain, local, folder) for folder in self.FOLDERS)
+
+    def maildir_files(self, user, container=None):
+        """Paths of the messages delivered to user (INBOX and Junk)."""
+        out = self.host(container or self.smtp).run('find %s -type f 2>/dev/null' % self._dirs(user))
         return [line for line in out.stdout.splitlines() if line]
 
     def find_message(self, user, needle, timeout=15):
-        """Path of the stored message of user containing needle, waiting up to timeout s."""
-        local, domain = user.split('@')
+        """Paths of the delivered messages of user containing needle, waiting up to timeout s."""
         deadline = time.monotonic() + timeout
         while True:
-            out = self.host(self.smtp).run(
-                'grep -rlF -- %s /var/mail/%s/%s/new /var/mail/%s/%s/cur 2>/dev/null' % (
-                    _shq(needle), domain, local, domain, local))
+            out = self.host(self.smtp).run('grep -rlF -- %s %s 2>/dev/null' % (_shq(needle), self._dirs(user)))
             paths = [line for line in out.stdout.splitlines() if line]
             if paths or time.monotonic() > deadline:
                 return paths
@@ -75,6 +79,16 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError('nothing greets on %s:%d after %s s' % (HOST, port, timeout))
             time.sleep(0.3)
+
+
+def compose(sender, rcpts, subject, body):
+    """A message as a mail client writes it (From, To, Date, Message-ID): with
+    the full stack, Rspamd scores a bare "Subject + body" as spam."""
+    if isinstance(rcpts, str):
+        rcpts = [rcpts]
+    return ('From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@maillab.test>\r\n'
+            'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n'
+            % (sender, ', '.join(rcpts), subject, email.utils.formatdate(), uuid.uuid4().hex, body))
 
 
 def _shq(text):

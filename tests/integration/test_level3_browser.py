@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from conftest import compose
+
 pytestmark = pytest.mark.level3
 
 CHROMIUM = '/usr/bin/chromium'
@@ -65,7 +67,7 @@ def test_mailbox_created_in_the_web_ui_receives_mail_at_once(stack, tag):
     try:
         # At once: no restart, no reload.
         smtp = smtplib.SMTP('127.0.0.1', stack.smtp_port, timeout=15)
-        smtp.sendmail('test@example.com', [address], 'Subject: Test Docker\r\n\r\nweb ' + tag + '\r\n')
+        smtp.sendmail('test@example.com', [address], compose('test@example.com', address, 'Test Docker', 'web ' + tag))
         smtp.quit()
         tls = ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
         imap = imaplib.IMAP4_SSL('localhost', int(os.environ['MAILLAB_IMAPS_PORT']), ssl_context=tls, timeout=15)
