@@ -159,8 +159,12 @@ def imap_open(port, user, password, timeout=60):
     return imap
 
 
+# Delivered mail lands in INBOX, or in Junk when Rspamd marks it (full stack).
+MAILBOXES = ('INBOX', 'Junk')
+
+
 def imap_messages(port, user, password):
-    """How many messages user's INBOX holds now."""
+    """How many messages user's INBOX and Junk hold now."""
     imap = imap_open(port, user, password, timeout=30)
     try:
         return _status_messages(imap)
@@ -169,15 +173,18 @@ def imap_messages(port, user, password):
 
 
 def _status_messages(imap):
-    typ, data = imap.status('INBOX', '(MESSAGES)')
-    match = re.search(rb'MESSAGES (\d+)', data[0] or b'') if typ == 'OK' else None
-    return int(match.group(1)) if match else 0
+    total = 0
+    for mailbox in MAILBOXES:
+        typ, data = imap.status(mailbox, '(MESSAGES)')
+        match = re.search(rb'MESSAGES (\d+)', data[0] or b'') if typ == 'OK' else None
+        total += int(match.group(1)) if match else 0
+    return total
 
 
 def imap_count(port, user, password, subject, timeout, want, before):
-    """Wait until the INBOX holds `want` more messages than `before` (cheap
-    STATUS polls, so the bench does not steal CPU from delivery), then count
-    the run's messages and their distinct Message-IDs, and delete them.
+    """Wait until INBOX and Junk hold `want` more messages than `before`
+    (cheap STATUS polls, so the bench does not steal CPU from delivery), then
+    count the run's messages and their distinct Message-IDs, and delete them.
     Returns (visible count, distinct Message-IDs, seconds waited)."""
     start = time.monotonic()
     deadline = start + timeout
@@ -186,20 +193,23 @@ def imap_count(port, user, password, subject, timeout, want, before):
         while _status_messages(imap) < before + want and time.monotonic() < deadline:
             time.sleep(0.1)
         waited = time.monotonic() - start
-        imap.select('INBOX')
-        typ, data = imap.uid('SEARCH', 'SUBJECT', '"%s"' % subject)
-        uids = data[0].split() if typ == 'OK' and data[0] else []
-        ids = set()
-        for i in range(0, len(uids), 500):
-            typ, data = imap.uid('FETCH', b','.join(uids[i:i + 500]), '(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
-            for item in data:
-                if isinstance(item, tuple):
-                    ids.add(item[1].strip().lower())
-        for i in range(0, len(uids), 500):
-            imap.uid('STORE', b','.join(uids[i:i + 500]), '+FLAGS.SILENT', r'(\Deleted)')
-        if uids:
-            imap.expunge()
-        return len(uids), len(ids), waited
+        seen, ids = 0, set()
+        for mailbox in MAILBOXES:
+            if imap.select(mailbox)[0] != 'OK':
+                continue
+            typ, data = imap.uid('SEARCH', 'SUBJECT', '"%s"' % subject)
+            uids = data[0].split() if typ == 'OK' and data[0] else []
+            seen += len(uids)
+            for i in range(0, len(uids), 500):
+                typ, data = imap.uid('FETCH', b','.join(uids[i:i + 500]), '(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
+                for item in data:
+                    if isinstance(item, tuple):
+                        ids.add(item[1].strip().lower())
+            for i in range(0, len(uids), 500):
+                imap.uid('STORE', b','.join(uids[i:i + 500]), '+FLAGS.SILENT', r'(\Deleted)')
+            if uids:
+                imap.expunge()
+        return seen, len(ids), waited
     finally:
         try:
             imap.logout()

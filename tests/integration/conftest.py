@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import os
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -79,6 +80,17 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError('nothing greets on %s:%d after %s s' % (HOST, port, timeout))
             time.sleep(0.3)
+
+
+def env_port(name):
+    """A host port of the stack under test (MAILLAB_<NAME>_PORT)."""
+    return int(os.environ['MAILLAB_%s_PORT' % name])
+
+
+@pytest.fixture(scope='module')
+def tls():
+    """Trusts the stack's lab CA (level 3 on)."""
+    return ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
 
 
 def compose(sender, rcpts, subject, body):

@@ -7,14 +7,13 @@ import imaplib
 import json
 import os
 import smtplib
-import ssl
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import HOST
+from conftest import HOST, env_port
 
 pytestmark = pytest.mark.challenge
 
@@ -25,15 +24,6 @@ GTUBE_ADD_HEADER = 'YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMA
 # Enough words for Rspamd's Bayes classifier to learn from (at least 11 tokens).
 PROSE = ('The quarterly planning meeting moves to Thursday afternoon in the large room; '
          'please bring the budget figures, the hiring plan and your notes on the new office.')
-
-
-def env_port(name):
-    return int(os.environ['MAILLAB_%s_PORT' % name])
-
-
-@pytest.fixture(scope='module')
-def tls():
-    return ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
 
 
 def message(subject, body, sender='test@example.com', rcpt='user1@example.com'):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import imaplib
-import os
 import smtplib
 import ssl
 import subprocess
@@ -11,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import HOST, compose
+from conftest import HOST, compose, env_port
 
 pytestmark = pytest.mark.level3
 
@@ -19,15 +18,6 @@ PASSWORD = 'password'
 # 150 bytes of ordinary text.
 PROSE_LINE = ('Minutes of the planning meeting: the budget figures, the hiring plan and the notes on the '
               'new office are attached for review before Thursday.')
-
-
-def env_port(name):
-    return int(os.environ['MAILLAB_%s_PORT' % name])
-
-
-@pytest.fixture(scope='module')
-def tls():
-    return ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
 
 
 def db_sql(stack, query, user=None, password=None):
