@@ -50,3 +50,23 @@ def test_mail_password_verifies_php_hashes():
 def test_tsv_index():
     lines = ['domain\texample.com\t', 'mailbox\tUser1@example.com\t{BLF-CRYPT}x', 'junk']
     assert mailserver.tsv_index(lines) == {'domain': {'example.com': ''}, 'mailbox': {'user1@example.com': '{BLF-CRYPT}x'}}
+
+
+def test_rspamd_password_hash_is_kept_while_it_verifies():
+    first = mailserver.rspamd_password_hash('controller-pass')
+    assert first.startswith('$1$')
+    assert mailserver.rspamd_password_hash('controller-pass', first) == first
+    changed = mailserver.rspamd_password_hash('other-pass', first)
+    assert changed != first and changed.startswith('$1$')
+    with pytest.raises(AnsibleFilterError, match='empty'):
+        mailserver.rspamd_password_hash('')
+
+
+def test_dkim_txt_record_from_a_pem_public_key():
+    pem = ('-----BEGIN PUBLIC KEY-----\n'
+           'MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A\n'
+           'MIIBCgKCAQEAx7\n'
+           '-----END PUBLIC KEY-----\n')
+    assert mailserver.dkim_txt_record(pem) == 'v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAx7'
+    with pytest.raises(AnsibleFilterError, match='PUBLIC KEY'):
+        mailserver.dkim_txt_record('-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----\n')
