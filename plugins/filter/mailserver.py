@@ -72,6 +72,13 @@ def dkim_txt_record(public_key_pem):
     return 'v=DKIM1; k=rsa; p=' + body
 
 
+def dns_txt_quote(value, size=255):
+    """A TXT record value as a zone file writes it: quoted strings of at most
+    255 characters each (a DKIM key of 2048 bits needs two)."""
+    value = str(value)
+    return ' '.join('"%s"' % value[i:i + size] for i in range(0, len(value), size)) or '""'
+
+
 def tsv_index(lines):
     """{kind: {key: value}} from 'kind<TAB>key<TAB>value' lines (SQL output)."""
     index = {}
@@ -108,4 +115,5 @@ class FilterModule(object):
             'duplicates': duplicates,
             'rspamd_password_hash': rspamd_password_hash,
             'dkim_txt_record': dkim_txt_record,
+            'dns_txt_quote': dns_txt_quote,
         }

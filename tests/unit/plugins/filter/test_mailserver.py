@@ -70,3 +70,12 @@ def test_dkim_txt_record_from_a_pem_public_key():
     assert mailserver.dkim_txt_record(pem) == 'v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAx7'
     with pytest.raises(AnsibleFilterError, match='PUBLIC KEY'):
         mailserver.dkim_txt_record('-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----\n')
+
+
+def test_dns_txt_quote_splits_at_255():
+    value = 'v=DKIM1; k=rsa; p=' + 'A' * 400
+    quoted = mailserver.dns_txt_quote(value)
+    parts = quoted.split('" "')
+    assert quoted.startswith('"') and quoted.endswith('"') and len(parts) == 2
+    assert ''.join(p.strip('"') for p in parts) == value and len(parts[0].strip('"')) == 255
+    assert mailserver.dns_txt_quote('short') == '"short"'
