@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import HOST, env_port
+from conftest import HOST, compose, env_port
 
 pytestmark = pytest.mark.challenge
 
@@ -27,16 +27,10 @@ PROSE = ('The quarterly planning meeting moves to Thursday afternoon in the larg
          'please bring the budget figures, the hiring plan and your notes on the new office.')
 
 
-def message(subject, body, sender='test@example.com', rcpt='user1@example.com'):
-    return ('From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@example.com>\r\n\r\n%s\r\n'
-            % (sender, rcpt, subject, time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime()),
-               subject.replace(' ', '.'), body))
-
-
 def send25(stack, subject, body, rcpt='user1@example.com'):
     smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=60)
     try:
-        return smtp.sendmail('test@example.com', [rcpt], message(subject, body, rcpt=rcpt))
+        return smtp.sendmail('test@example.com', [rcpt], compose('test@example.com', rcpt, subject, body))
     finally:
         smtp.quit()
 
@@ -46,7 +40,7 @@ def submit(tls, subject, body, user='user1@example.com', rcpt='user2@example.com
     try:
         smtp.starttls(context=tls)
         smtp.login(user, PASSWORD)
-        return smtp.sendmail(user, [rcpt], message(subject, body, sender=user, rcpt=rcpt))
+        return smtp.sendmail(user, [rcpt], compose(user, rcpt, subject, body))
     finally:
         smtp.quit()
 
