@@ -18,6 +18,7 @@ LEVEL_CHOICES := $(subst $(empty) $(empty),|,$(LEVELS))
 ANSIBLE_ARGS ?=
 
 .PHONY: help venv deps up down purge rebuild test lint unit molecule bench
+.PHONY: backup restore
 
 help:
 	@echo "make up [LEVEL=$(LEVEL_CHOICES)]     bring the lab stack up (default: level $(LEVEL))"
@@ -26,6 +27,8 @@ help:
 	@echo "make purge                remove containers AND volumes: all stored mail is deleted"
 	@echo "make rebuild              rebuild every image with Debian's latest updates"
 	@echo "make bench [LEVEL=...]    throughput, latency, provisioning and footprint (after make up)"
+	@echo "make backup [BACKUP_DIR=...]  one archive of the running stack (default /var/backups/maillab/default)"
+	@echo "make restore BACKUP=...   restore an archive (converges the stack to its level first)"
 
 # The virtualenv, re-made when requirements.txt changes.
 $(BIN)/.installed: requirements.txt
@@ -66,6 +69,17 @@ rebuild: venv
 BENCH_ARGS ?=
 bench: venv
 	$(BIN)/python scripts/bench.py --level $(LEVEL) $(BENCH_ARGS)
+
+# One archive of the running stack (mail, queue, database, DKIM keys, TLS);
+# BACKUP_DIR overrides where it goes. make restore BACKUP=path restores one.
+BACKUP_DIR ?=
+BACKUP ?=
+backup: venv
+	$(BIN)/ansible-playbook playbooks/backup.yml $(if $(BACKUP_DIR),-e backup_dir="$(abspath $(BACKUP_DIR))") $(ANSIBLE_ARGS)
+
+restore: venv
+	@test -n "$(BACKUP)" || { echo "make restore BACKUP=/path/to/maillab-....tar (an archive written by make backup)" >&2; exit 2; }
+	$(BIN)/ansible-playbook playbooks/restore.yml -e backup_archive="$(abspath $(BACKUP))" $(ANSIBLE_ARGS)
 
 lint: venv
 	$(BIN)/yamllint -s .
