@@ -231,6 +231,25 @@ def test_dovecot_recreated_by_a_converge_under_traffic_loses_nothing(stack, tag)
     assert started_at(stack, stack.imap) != before, 'the converge did not recreate mail-imap'
 
 
+def test_rebuild_with_fresh_packages_under_traffic_loses_nothing(stack, tls, tag):
+    """make rebuild: every image is built again with Debian's updates (a new
+    refresh stamp) and every container recreated from it while mail flows;
+    mail, accounts and logins stay."""
+    images = {c: stack.docker('inspect', '-f', '{{.Config.Image}}', stack.prefix + c).stdout.strip()
+              for c in ('mail-smtp', 'mail-imap', 'mail-db', 'mail-admin', 'mail-rspamd', 'mail-redis')}
+    runs = []
+
+    def fault():
+        # The images of the stack as converged stay for the tests that follow.
+        runs.append(playbook('-e', 'mailserver_image_refresh=test-%s' % tag, '-e', 'mailserver_image_prune=false'))
+    run_fault(stack, tag, fault, rate=10)
+    assert runs[0].returncode == 0, runs[0].stdout[-3000:] + runs[0].stderr[-2000:]
+    for container, before in images.items():
+        after = stack.docker('inspect', '-f', '{{.Config.Image}}', stack.prefix + container).stdout.strip()
+        assert after != before, '%s still runs %s after the rebuild' % (container, before)
+    assert login_ok(tls, 'IMAPS') and login_ok(tls, 'SUBMISSION'), 'lab logins fail after the rebuild'
+
+
 def login_ok(tls, port_name):
     try:
         if port_name == 'IMAPS':
