@@ -66,6 +66,14 @@ class Stack:
     def docker(self, *args, check=True, timeout=120):
         return subprocess.run(['docker', *args], capture_output=True, text=True, check=check, timeout=timeout)
 
+    def wait_database(self, timeout=120):
+        """Wait until mail-db answers (after a start); returns when it does."""
+        db = self.prefix + 'mail-db'
+        deadline = time.monotonic() + timeout
+        while self.docker('exec', db, 'mariadb-admin', '--silent', 'ping', check=False).returncode != 0:
+            assert time.monotonic() < deadline, '%s does not answer %d s after its start' % (db, timeout)
+            time.sleep(0.2)
+
     def wait_answering(self, port, timeout=60):
         """Wait until a server greets on 127.0.0.1:port (what a client needs)."""
         deadline = time.monotonic() + timeout

@@ -207,10 +207,7 @@ def test_database_outage_tempfails_and_recovers_in_seconds(stack, tls, tag):
         assert status >= 500 and 'database' in body and 'mail-db' in body, (status, body[:300])
     finally:
         stack.docker('start', db)
-    deadline = time.monotonic() + 60
-    while stack.docker('exec', db, 'mariadb-admin', '--silent', 'ping', check=False).returncode != 0:
-        assert time.monotonic() < deadline, 'mail-db does not answer 60 s after its start'
-        time.sleep(0.5)
+    stack.wait_database()
     back = time.monotonic()
     waiting = ['user1@example.com', 'user2@example.com']
     while waiting:
