@@ -122,6 +122,18 @@ def delivered(stack, tag):
     return collections.Counter(line.split(': ', 1)[1] for line in run.stdout.splitlines() if line)
 
 
+def sent_more_than_once(stack, subject, logs):
+    """Whether Postfix logged the delivery of this message as possibly sent twice."""
+    local, domain = RCPT.split('@')
+    dirs = ' '.join('/var/mail/%s/%s/%s' % (domain, local, d) for d in stack.FOLDERS)
+    run = stack.docker('exec', stack.imap, 'sh', '-c',
+                       'grep -rlZa "^Subject: %s$" %s 2>/dev/null | xargs -0 -r grep -hoa "^X-Rspamd-Queue-Id: [0-9A-Za-z]*"; true'
+                       % (subject, dirs), check=False)
+    ids = {line.split(': ', 1)[1] for line in run.stdout.splitlines() if line.startswith('X-Rspamd-Queue-Id: ')}
+    return any(('%s: ' % qid) in line and 'may be sent more than once' in line
+               for qid in ids for line in logs.splitlines())
+
+
 def wait_running(stack, container, timeout=120):
     deadline = time.monotonic() + timeout
     while stack.docker('inspect', '-f', '{{.State.Health.Status}}', container, check=False).stdout.strip() != 'healthy':
@@ -141,13 +153,20 @@ def check_nothing_lost(stack, traffic, tag, fault_end, since):
             break
         # Postfix's own backoff must not decide: the watch retries within seconds.
         time.sleep(2)
-    duplicated = [s for s in traffic.acked if copies[s] > 1 and s not in traffic.uncertain]
-    resent = [s for s in traffic.uncertain if copies[s] > 2]
     logs = stack.docker('logs', '--since', since, stack.smtp).stdout
+    duplicated = [s for s in traffic.acked if copies[s] > 1 and s not in traffic.uncertain]
+    # SMTP's own at-least-once window: Dovecot stored the message but the
+    # connection was cut before Postfix read the reply to the final dot, and
+    # Postfix said so ("message may be sent more than once"). Such a second
+    # copy is reported, not failed; any other duplicate fails.
+    cut = [s for s in duplicated if copies[s] == 2 and sent_more_than_once(stack, s, logs)]
+    duplicated = [s for s in duplicated if s not in cut]
+    resent = [s for s in traffic.uncertain if copies[s] > 2]
     bounces = [line for line in logs.splitlines() if 'status=bounced' in line and '@example.com>' in line]
-    report = ('%d acknowledged, %d delivered, %d missing, %d duplicated, %d uncertain, %d retries'
+    report = ('%d acknowledged, %d delivered, %d missing, %d duplicated, %d cut after the final dot, '
+              '%d uncertain, %d retries'
               % (len(traffic.acked), sum(1 for s in traffic.acked if copies[s]), len(missing),
-                 len(duplicated), len(traffic.uncertain), traffic.retries))
+                 len(duplicated), len(cut), len(traffic.uncertain), traffic.retries))
     print(report)
     queue = stack.docker('exec', stack.smtp, 'postqueue', '-p', check=False).stdout
     assert not missing, '%s; first missing %s; queue: %s' % (report, missing[:5], queue[-1500:])
