@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -109,6 +110,17 @@ def compose(sender, rcpts, subject, body):
     return ('From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@maillab.test>\r\n'
             'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n'
             % (sender, ', '.join(rcpts), subject, email.utils.formatdate(), uuid.uuid4().hex, body))
+
+
+def submit(tls, subject, body, user='user1@example.com', rcpt='user2@example.com', password='password'):
+    """Send as an authenticated user over submission (STARTTLS + AUTH, level 3 on)."""
+    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=60)
+    try:
+        smtp.starttls(context=tls)
+        smtp.login(user, password)
+        return smtp.sendmail(user, [rcpt], compose(user, rcpt, subject, body))
+    finally:
+        smtp.quit()
 
 
 def _shq(text):

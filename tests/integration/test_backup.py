@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST, compose, env_port
+from conftest import HOST, compose, env_port, submit
 
 pytestmark = pytest.mark.backup
 
@@ -81,16 +81,6 @@ def send25(stack, rcpt, subject, smtp=None):
     finally:
         if own:
             smtp.quit()
-
-
-def submit(tls, rcpt, subject, user='user1@example.com'):
-    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=60)
-    try:
-        smtp.starttls(context=tls)
-        smtp.login(user, PASSWORD)
-        return smtp.sendmail(user, [rcpt], compose(user, rcpt, subject, PROSE))
-    finally:
-        smtp.quit()
 
 
 def imaps(tls, user, password=PASSWORD):
@@ -232,8 +222,8 @@ def restored(stack, tls, tmp_path_factory):
     ctx['queued'] = bool(relayhost)
     if ctx['queued']:
         # The scenario's smarthost never answers: mail to other domains waits in the queue.
-        submit(tls, 'out%s@elsewhere.example' % tag, 'bk %s out' % tag)
-        submit(tls, 'held%s@elsewhere.example' % tag, 'bk %s held' % tag)
+        submit(tls, 'bk %s out' % tag, PROSE, rcpt='out%s@elsewhere.example' % tag)
+        submit(tls, 'bk %s held' % tag, PROSE, rcpt='held%s@elsewhere.example' % tag)
         deadline = time.monotonic() + 30
         while len(queue(stack, 'elsewhere.example')) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -358,7 +348,7 @@ def test_dkim_key_is_the_same_and_new_mail_verifies_with_the_published_record(re
     line = restored['dkim_record']
     name, txt = line.split()[0], ''.join(re.findall(r'"([^"]*)"', line)).encode()
     subject = 'bk %s dkim' % restored['tag']
-    assert submit(tls, 'user2@example.com', subject) == {}
+    assert submit(tls, subject, PROSE, rcpt='user2@example.com') == {}
     client = imaps(tls, 'user2@example.com')
     deadline = time.monotonic() + 30
     raw = None

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import HOST, compose, env_port
+from conftest import HOST, compose, env_port, submit
 
 pytestmark = pytest.mark.challenge
 
@@ -31,16 +31,6 @@ def send25(stack, subject, body, rcpt='user1@example.com'):
     smtp = smtplib.SMTP(HOST, stack.smtp_port, timeout=60)
     try:
         return smtp.sendmail('test@example.com', [rcpt], compose('test@example.com', rcpt, subject, body))
-    finally:
-        smtp.quit()
-
-
-def submit(tls, subject, body, user='user1@example.com', rcpt='user2@example.com'):
-    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=60)
-    try:
-        smtp.starttls(context=tls)
-        smtp.login(user, PASSWORD)
-        return smtp.sendmail(user, [rcpt], compose(user, rcpt, subject, body))
     finally:
         smtp.quit()
 
