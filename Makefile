@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # The highest level built so far.
 LEVEL ?= challenge
 LEVELS := 1 2 3 challenge
-SCENARIOS ?= level1 level2 level3 default
+SCENARIOS ?= level1 level2 level3 default public
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -41,13 +41,17 @@ $(BIN)/.installed: requirements.txt
 venv: $(BIN)/.installed
 
 # Debian packages the tests need: chromium for the web UI test (no browser
-# download works on air-gapped hosts; Playwright drives Debian's build).
+# download works on air-gapped hosts; Playwright drives Debian's build),
+# testssl.sh for the TLS policy test, iproute2 for the test hosts in network
+# namespaces.
+DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2
 deps:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: run 'apt-get install chromium' as root" >&2; exit 1; fi; \
-	  echo "installing Debian's chromium for the browser test"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-	    || { echo "apt-get install chromium failed" >&2; exit 1; }; \
+	@missing=; for dep in $(DEB_DEPS); do [ -x "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'apt-get install$$missing' as root)" >&2; exit 1; fi; \
+	  echo "installing Debian's$$missing for the tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
 	fi
 
 up: venv

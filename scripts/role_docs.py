@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / 'README.md'
 BEGIN, END = '<!-- BEGIN VARIABLES (scripts/role_docs.py) -->', '<!-- END VARIABLES -->'
 ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'rspamd', 'backup']
-NO_DEFAULT = {'mailserver_domain', 'mariadb_admin_password', 'mariadb_reader_password',
+NO_DEFAULT = {'mailserver_domain', 'mariadb_admin_password', 'mariadb_reader_password', 'mariadb_postfix_password',
               'postfixadmin_superadmin', 'postfixadmin_setup_password',
               'rspamd_controller_password', 'rspamd_enable_password'}
 

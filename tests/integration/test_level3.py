@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imaplib
+import os
 import smtplib
 import ssl
 import subprocess
@@ -179,11 +180,14 @@ def rcpt_reply(stack, rcpt, sender='test@example.com'):
 
 
 def admin_get(path):
-    """Status and body of a page of the web interface (urllib raises on 5xx)."""
+    """Status and body of a page of the web interface, over HTTPS with the
+    stack's CA (urllib raises on 5xx)."""
     import urllib.error
     import urllib.request
+    context = ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
     try:
-        with urllib.request.urlopen('http://127.0.0.1:%d%s' % (env_port('ADMIN'), path), timeout=30) as reply:
+        with urllib.request.urlopen('https://localhost:%d%s' % (env_port('ADMIN'), path), timeout=30,
+                                    context=context) as reply:
             return reply.status, reply.read().decode('utf-8', 'replace')
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode('utf-8', 'replace')
@@ -323,11 +327,27 @@ def test_burst_to_one_mailbox_without_deferrals(stack, tls, tag):
 
 
 def test_admin_web_interface_answers_and_guards_setup(stack):
-    port = env_port('ADMIN')
-    run = subprocess.run(['python3', '-c', 'import urllib.request,sys;'
-                          'print(urllib.request.urlopen("http://127.0.0.1:%d/login.php").status)' % port],
-                         capture_output=True, text=True, timeout=30)
-    assert run.stdout.strip() == '200', run.stderr
+    """PostfixAdmin answers over HTTPS only (plain HTTP redirects there), its
+    session cookie never travels in clear, and setup.php is not served once
+    the setup password hash is in place."""
+    import http.client
+    status, body = admin_get('/login.php')
+    assert status == 200 and 'fUsername' in body
+    plain = http.client.HTTPConnection('127.0.0.1', env_port('ADMIN_HTTP'), timeout=30)
+    plain.request('GET', '/login.php')
+    reply = plain.getresponse()
+    assert reply.status == 301
+    assert reply.getheader('Location') == 'https://127.0.0.1:%d/login.php' % env_port('ADMIN')
+    assert reply.getheader('Set-Cookie') is None
+    secure = http.client.HTTPSConnection('localhost', env_port('ADMIN'), timeout=30,
+                                         context=ssl.create_default_context(cafile=os.environ['MAILLAB_CA']))
+    secure.request('GET', '/login.php')
+    cookie = secure.getresponse().getheader('Set-Cookie') or ''
+    assert 'postfixadmin_session=' in cookie
+    assert {'secure', 'httponly', 'samesite=strict'} <= {part.strip().lower() for part in cookie.split(';')}
+    for page in ('/setup.php', '/upgrade.php'):
+        status, _ = admin_get(page)
+        assert status == 403, '%s answered %d' % (page, status)
     cfg = stack.host(stack.prefix + 'mail-admin').file('/etc/postfixadmin/config.local.php')
     assert cfg.mode == 0o640 and cfg.group == 'www-data'
     assert "setup_password'] = '$2y$10$" in cfg.content_string

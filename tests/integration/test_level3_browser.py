@@ -22,16 +22,38 @@ CHROMIUM = '/usr/bin/chromium'
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def server_spki(port):
+    """Base64 SHA-256 of the public key the HTTPS entry serves, once its
+    certificate verifies against the stack's CA."""
+    import base64
+    import hashlib
+    import socket
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    context = ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
+    with socket.create_connection(('127.0.0.1', port), timeout=15) as sock:
+        with context.wrap_socket(sock, server_hostname='localhost') as tls_sock:
+            der = tls_sock.getpeercert(binary_form=True)
+    spki = x509.load_der_x509_certificate(der).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 def test_mailbox_created_in_the_web_ui_receives_mail_at_once(stack, tag):
     port = int(os.environ['MAILLAB_ADMIN_PORT'])
     shots = Path(os.environ.get('MAILLAB_ARTIFACTS') or ROOT / 'results' / 'screenshots')
     shots.mkdir(parents=True, exist_ok=True)
     domain = 'web%s.example' % tag[:6]
     address, password = 'webuser@' + domain, 'Web-pass-%s-42' % tag[:4]
-    base = 'http://127.0.0.1:%d' % port
+    base = 'https://localhost:%d' % port
     assert os.path.exists(CHROMIUM), 'Debian chromium is missing: make deps installs it'
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox'])
+        # The browser trusts exactly the stack's certificate (its public key),
+        # as a person would after importing the lab CA.
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            '--no-sandbox', '--ignore-certificate-errors-spki-list=' + server_spki(port)])
         try:
             page = browser.new_page()
             page.goto(base + '/login.php')
