@@ -66,6 +66,13 @@ def networks_beyond_loopback(networks):
     return beyond
 
 
+def invalid_networks(networks):
+    """The entries that are not an IPv4 or IPv6 network (or address)."""
+    if isinstance(networks, str):
+        networks = networks.replace(',', ' ').split()
+    return [str(entry) for entry in networks or () if _network(entry) is None]
+
+
 def sha256_hex(value):
     """SHA-256 of a string, hex: how the lab's passwords are listed without
     being written out once more."""
@@ -123,6 +130,7 @@ class FilterModule(object):
         return {
             'non_loopback': non_loopback,
             'networks_beyond_loopback': networks_beyond_loopback,
+            'invalid_networks': invalid_networks,
             'lab_secrets': lab_secrets,
             'published': published,
             'published_ports': published_ports,

@@ -104,6 +104,14 @@ def duplicates(items):
     return dups
 
 
+def docker_networks(names, alias):
+    """docker_container's networks for a service: each network by name, with
+    the service's alias on it."""
+    if isinstance(names, str):
+        names = [names]
+    return [{'name': str(name), 'aliases': [str(alias)]} for name in names]
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -113,6 +121,7 @@ class FilterModule(object):
             'tsv_index': tsv_index,
             'mail_password_verifies': mail_password_verifies,
             'duplicates': duplicates,
+            'docker_networks': docker_networks,
             'rspamd_password_hash': rspamd_password_hash,
             'dkim_txt_record': dkim_txt_record,
             'dns_txt_quote': dns_txt_quote,

@@ -434,6 +434,218 @@ def test_postfixs_database_user_cannot_read_password_hashes(stack, secrets):
         assert bad.returncode != 0 and 'denied' in bad.stderr, (sql, bad.stdout, bad.stderr)
 
 
+# --- Behind a load balancer: the PROXY protocol -------------------------------------------
+
+HAPROXY_IMAGE = 'maillab-test/haproxy:trixie'
+HAPROXY_CFG = '''
+global
+    log stdout format raw local0
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend smtp
+    bind :25
+    default_backend smtp
+backend smtp
+    server smtp smtp:10025 send-proxy-v2
+frontend submission
+    bind :587
+    default_backend submission
+backend submission
+    server smtp smtp:10587 send-proxy-v2
+frontend imaps
+    bind :993
+    default_backend imaps
+backend imaps
+    server imap imap:10993 send-proxy-v2
+'''
+
+
+@pytest.fixture(scope='module')
+def haproxy(stack):
+    """Debian's HAProxy in a container on the stack's network, in front of
+    Postfix's and Dovecot's PROXY listeners (the scenario trusts Docker's
+    address ranges as the load balancers' networks)."""
+    if stack.docker('image', 'inspect', HAPROXY_IMAGE, check=False).returncode != 0:
+        dockerfile = ('FROM debian:stable-slim\nRUN apt-get update && apt-get install -y --no-install-recommends '
+                      'haproxy && rm -rf /var/lib/apt/lists/*\nCMD ["haproxy", "-W", "-db", "-f", '
+                      '"/usr/local/etc/haproxy.cfg"]\n')
+        build = subprocess.run(['docker', 'build', '-t', HAPROXY_IMAGE, '-'], input=dockerfile,
+                               capture_output=True, text=True, timeout=600)
+        assert build.returncode == 0, build.stderr[-2000:]
+    name = stack.prefix + 'test-haproxy'
+    cfg = Path(os.environ.get('MAILLAB_CONFIG_DIR', '/tmp')) / 'test-haproxy.cfg'
+    cfg.write_text(HAPROXY_CFG)
+    stack.docker('rm', '-f', name, check=False)
+    stack.docker('run', '-d', '--name', name, '--network', stack.network, '--cap-drop', 'ALL',
+                 '--cap-add', 'NET_BIND_SERVICE', '--cap-add', 'SETUID', '--cap-add', 'SETGID',
+                 '--security-opt', 'no-new-privileges:true',
+                 '-v', '%s:/usr/local/etc/haproxy.cfg:ro' % cfg, HAPROXY_IMAGE)
+    try:
+        deadline = time.monotonic() + 30
+        address = ''
+        while not address and time.monotonic() < deadline:
+            address = inspect(stack, name)['NetworkSettings']['Networks'][stack.network]['IPAddress']
+            time.sleep(0.2)
+        yield address
+    finally:
+        logs = stack.docker('logs', name, check=False)
+        stack.docker('rm', '-f', name, check=False)
+        cfg.unlink()
+        print(logs.stdout[-1000:], logs.stderr[-1000:])
+
+
+PROXIED = r'''
+import imaplib, json, smtplib, ssl, socket, threading, time
+ca, lb, user, password, subject, wrong = %r
+ctx = ssl.create_default_context(cafile=ca)
+class IMAPS(imaplib.IMAP4):
+    def _create_socket(self, timeout):
+        return ctx.wrap_socket(socket.create_connection((self.host, self.port), timeout), server_hostname='localhost')
+def login(pw):
+    client = IMAPS(lb, 993, timeout=60)
+    start = time.monotonic()
+    try:
+        client.login(user, pw)
+        ok = True
+    except imaplib.IMAP4.error:
+        ok = False
+    took = time.monotonic() - start
+    client.shutdown()
+    return ok, took
+out = {}
+if wrong:
+    threads = [threading.Thread(target=login, args=('wrong-%%d' %% i,)) for i in range(wrong)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+out['login'] = login(password)
+if subject:
+    mx = smtplib.SMTP(lb, 25, timeout=60)
+    mx.sendmail('client@example.net', [user], 'From: client@example.net\r\nTo: %%s\r\nSubject: %%s\r\n'
+                'Message-ID: <%%s@example.net>\r\n\r\nthrough the load balancer\r\n' %% (user, subject, subject.replace(' ', '.')))
+    mx.quit()
+    sub = smtplib.SMTP(lb, 587, timeout=60)
+    sub._host = 'localhost'
+    sub.starttls(context=ctx)
+    sub.login(user, password)
+    sub.quit()
+print(json.dumps(out))
+'''
+
+
+def test_behind_haproxy_the_stack_sees_and_limits_each_client_by_its_own_address(stack, secrets, haproxy):
+    """Clients reach the stack through HAProxy (PROXY protocol v2): Postfix,
+    Dovecot and Rspamd log each client's own address, never the balancer's,
+    and the login penalty hits only the guessing client."""
+    since = time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())
+    user = 'user2@example.com'
+    subject = 'through haproxy %s' % uuid.uuid4().hex[:8]
+    with NetnsHost(stack, 3) as attacker, NetnsHost(stack, 4) as client:
+        guessed = attacker.python(PROXIED % ((os.environ['MAILLAB_CA'], haproxy, user, 'x', '', 12),))
+        served = client.python(PROXIED % ((os.environ['MAILLAB_CA'], haproxy, user,
+                                           password_of(secrets, user), subject, 0),))
+        assert served['login'][0] and served['login'][1] < 2, served
+        assert not guessed['login'][0]
+        assert guessed['login'][1] >= 4, 'the guessing client was not slowed down: %s' % guessed
+        assert stack.find_message(user, subject, timeout=30)
+    smtp_log = stack.docker('logs', '--since', since, stack.smtp).stdout
+    imap = stack.docker('logs', '--since', since, stack.imap)
+    rspamd = stack.docker('logs', '--since', since, stack.prefix + 'mail-rspamd')
+    assert 'postfix/smtp-proxied/smtpd' in smtp_log and 'postfix/submission-proxied/smtpd' in smtp_log
+    assert 'connect from unknown[%s]' % client.address in smtp_log
+    assert '[%s]' % haproxy not in smtp_log, 'Postfix logs the balancer as the client'
+    assert 'rip=%s' % client.address in imap.stdout + imap.stderr
+    assert 'rip=%s' % attacker.address in imap.stdout + imap.stderr
+    assert 'rip=%s' % haproxy not in imap.stdout + imap.stderr
+    assert 'ip: %s' % client.address in rspamd.stdout + rspamd.stderr
+
+
+WEB_LOGIN = r'''
+import http.client, json, re, socket, ssl, urllib.parse
+ca, admin_ip, user, password, attempts = %r
+ctx = ssl.create_default_context(cafile=ca)
+class Conn(http.client.HTTPSConnection):
+    # The certificate names localhost: connect by address, check that name.
+    def connect(self):
+        self.sock = ctx.wrap_socket(socket.create_connection((self.host, self.port), 30), server_hostname='localhost')
+def call(method, path, body=None, headers=None):
+    conn = Conn(admin_ip, 443, timeout=30)
+    conn.request(method, path, body, dict(headers or {}, Host='localhost'))
+    reply = conn.getresponse()
+    data = reply.read().decode('utf-8', 'replace')
+    conn.close()
+    return reply, data
+statuses = []
+for i in range(attempts):
+    # As a browser does: the login form (its session cookie and token), then the POST.
+    page, html = call('GET', '/login.php')
+    cookie = (page.getheader('Set-Cookie') or '').split(';')[0]
+    token = re.search(r'name="token" value="([^"]*)"', html)
+    fields = {'fUsername': user, 'fPassword': password if attempts == 1 else 'wrong-%%d' %% i,
+              'lang': 'en', 'submit': 'Login'}
+    if token:
+        fields['token'] = token.group(1)
+    reply, _ = call('POST', '/login.php', urllib.parse.urlencode(fields),
+                    {'Content-Type': 'application/x-www-form-urlencoded', 'Cookie': cookie})
+    statuses.append([reply.status, reply.getheader('Location') or ''])
+print(json.dumps(statuses))
+'''
+
+
+def test_the_web_login_is_throttled_per_client_address(stack, secrets):
+    """Twenty login attempts in a row from one test host: PostfixAdmin's
+    login page answers 429 after the burst, while the superadmin logs in from
+    another host at once."""
+    admin_ip = container_ip(stack, 'mail-admin')
+    admin = secrets['postfixadmin_superadmin']
+    with NetnsHost(stack, 5) as attacker, NetnsHost(stack, 6) as person:
+        guesses = attacker.python(WEB_LOGIN % ((os.environ['MAILLAB_CA'], admin_ip, admin['username'], 'x', 20),))
+        codes = [status for status, _ in guesses]
+        assert codes[0] == 200, codes
+        assert codes.count(429) >= 10, 'the web login is not throttled: %s' % codes
+        (status, location), = person.python(WEB_LOGIN % ((os.environ['MAILLAB_CA'], admin_ip, admin['username'],
+                                                          admin['password'], 1),))
+        assert status in (302, 303) and 'main.php' in location, (status, location)
+
+
+def test_each_service_is_only_on_the_networks_it_needs(stack):
+    """The database and Redis sit on internal networks (no egress) with only
+    their clients; Rspamd cannot even resolve the database, nor Postfix Redis."""
+    mail, db, redis = stack.network, stack.prefix + 'mail-dbnet', stack.prefix + 'mail-redisnet'
+    attached = {name[len(stack.prefix):]: set(inspect(stack, name)['NetworkSettings']['Networks'])
+                for name in containers(stack)}
+    assert attached == {'mail-smtp': {mail, db}, 'mail-imap': {mail, db}, 'mail-admin': {mail, db},
+                        'mail-db': {db}, 'mail-rspamd': {mail, redis}, 'mail-redis': {redis}}, attached
+    for name in (db, redis):
+        assert json.loads(stack.docker('network', 'inspect', name).stdout)[0]['Internal'] is True, name
+    assert json.loads(stack.docker('network', 'inspect', mail).stdout)[0]['Internal'] is False
+    for container, peer, reachable_ in (('mail-rspamd', 'db', False), ('mail-smtp', 'redis', False),
+                                        ('mail-smtp', 'db', True), ('mail-rspamd', 'redis', True)):
+        run = stack.docker('exec', stack.prefix + container, 'getent', 'hosts', peer, check=False)
+        assert (run.returncode == 0) == reachable_, (container, peer, run.stdout, run.stderr)
+
+
+def test_redis_wants_a_password_and_holds_only_its_hash(stack):
+    redis = stack.prefix + 'mail-redis'
+    ping = stack.docker('exec', redis, 'redis-cli', 'ping', check=False)
+    assert 'NOAUTH' in ping.stdout + ping.stderr, ping.stdout + ping.stderr
+    acl = stack.docker('exec', redis, 'cat', '/etc/redis/maillab-users/users.acl').stdout
+    stored = Path(os.environ['MAILLAB_CONFIG_DIR'], 'rspamd/redis-password')
+    assert oct(stored.stat().st_mode & 0o777) == '0o600'
+    password = stored.read_text().strip()
+    assert len(password) >= 32 and password not in acl and '#' in acl
+    # Rspamd authenticates: its learning and statistics work (the controller's stat answers with Redis data).
+    assert stack.docker('exec', redis, 'redis-cli', '--no-auth-warning', '--user', 'default', '--pass', 'wrong',
+                        'ping', check=False).stdout.strip() != 'PONG'
+
+
+# Last: it deletes and re-creates a mailbox through a converge.
 def test_no_password_appears_in_the_host_process_list_during_a_converge(stack, secrets):
     """A converge that re-creates a mailbox and checks every account (the
     steps that handle passwords), while the host's process list is read every

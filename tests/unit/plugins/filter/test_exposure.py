@@ -99,3 +99,8 @@ def test_validation_regexes_refuse_a_trailing_newline(name):
     # Ansible's match test is re.match: only \Z keeps "good\n" out.
     assert re.match(regex, good)
     assert not re.match(regex, good + '\n')
+
+
+def test_invalid_networks_names_what_is_not_a_network():
+    assert exposure.invalid_networks(['10.0.0.0/24', '[2001:db8::]/64', '192.0.2.1']) == []
+    assert exposure.invalid_networks(['10.0.0.0/33', 'lb.example.com', '10.0.0.0/24']) == ['10.0.0.0/33', 'lb.example.com']
