@@ -398,6 +398,10 @@ ALLOWED_CAPS = {'CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'NET_BIND_S
                 'SYS_CHROOT'}
 
 
+# The daemons whose writable places are all volumes or tmpfs mounts.
+READ_ONLY = {'mail-db', 'mail-redis', 'mail-rspamd'}
+
+
 def test_every_container_drops_capabilities_and_has_limits(stack):
     for name in containers(stack):
         host = inspect(stack, name)['HostConfig']
@@ -407,6 +411,8 @@ def test_every_container_drops_capabilities_and_has_limits(stack):
         assert 'no-new-privileges:true' in (host['SecurityOpt'] or []), (name, host['SecurityOpt'])
         assert host['Memory'] > 0 and host['PidsLimit'] and host['PidsLimit'] > 0, name
         assert not host['Privileged'], name
+        if name[len(stack.prefix):] in READ_ONLY:
+            assert host['ReadonlyRootfs'], '%s should run with a read-only root filesystem' % name
         mounts = inspect(stack, name)['Mounts']
         assert not any('docker.sock' in (m.get('Source') or '') for m in mounts), name
         tls = [m['Source'] for m in mounts if m['Destination'] == '/etc/maillab-tls']
