@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Keep the variable tables of README.md and roles/*/README.md equal to the
-roles' argument specs.
+"""Keep the variable tables of README.md and roles/*/README.md, and the
+`default:` of every option in the roles' argument specs, equal to the roles'
+defaults/main.yml.
 
-    scripts/role_docs.py          rewrite the tables
-    scripts/role_docs.py --check  exit 1 when a README or a role is out of step
+    scripts/role_docs.py          rewrite the tables and the specs' defaults
+    scripts/role_docs.py --check  exit 1 when a README or a spec is out of step
 
 Each role's meta/argument_specs.yml (entry point main) is the interface; the
 table shows each option's type, its default from defaults/main.yml and its
 description. --check also fails when a default has no spec entry or a spec
-entry has no default (the domain and the secrets, which have none on purpose, aside).
+entry has no default (the domain and the secrets, which have none on purpose,
+aside). A secret's spec carries no `default:` even where its role derives one
+from the stack's contract (ansible-core shows a spec's templated defaults in
+its validation errors); its description names where it comes from.
 """
 
 from __future__ import annotations
@@ -24,9 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / 'README.md'
 BEGIN, END = '<!-- BEGIN VARIABLES (scripts/role_docs.py) -->', '<!-- END VARIABLES -->'
 ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'rspamd', 'backup']
-NO_DEFAULT = {'mailserver_domain', 'mariadb_admin_password', 'mariadb_reader_password', 'mariadb_postfix_password',
-              'postfixadmin_superadmin', 'postfixadmin_setup_password',
-              'rspamd_controller_password', 'rspamd_enable_password'}
+# Inputs without a default: the play fails naming them when they are needed.
+NO_DEFAULT = {'mailserver_domain', 'mailserver_db_admin_password', 'mailserver_db_reader_password',
+              'mailserver_db_postfix_password', 'mailserver_rspamd_enable_password',
+              'postfixadmin_superadmin', 'postfixadmin_setup_password', 'rspamd_controller_password'}
+# Required whenever their role runs (required: true in the spec).
+REQUIRED = {'mailserver_domain', 'postfixadmin_superadmin', 'postfixadmin_setup_password', 'rspamd_controller_password'}
+
+
+def _secret(name, opt):
+    return opt.get('no_log') or name.endswith('_password')
 
 
 def _text(value):
@@ -52,6 +63,60 @@ def load(role):
     return spec, defaults
 
 
+def _yaml_value(value, indent=10, width=110):
+    """A default as YAML after `default: ` (JSON is YAML's flow style); a long
+    string continues on escaped line breaks, a long list or dict in block style."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    text = json.dumps(value)
+    if len(text) <= width:
+        return text
+    if isinstance(value, str):
+        body = text[1:-1]
+        chunks = [body[i:i + width] for i in range(0, len(body), width)]
+        # A chunk must not end inside an escape sequence.
+        for i in range(len(chunks) - 1):
+            while chunks[i].endswith('\\') and not chunks[i].endswith('\\\\'):
+                chunks[i + 1] = chunks[i][-1] + chunks[i + 1]
+                chunks[i] = chunks[i][:-1]
+        return '"' + ('\\\n' + ' ' * indent).join(chunks) + '"'
+    block = yaml.safe_dump(value, default_flow_style=None, sort_keys=False, width=width).rstrip('\n')
+    return '\n' + '\n'.join(' ' * indent + line for line in block.split('\n'))
+
+
+def spec_text(role, spec, defaults):
+    """meta/argument_specs.yml with each main option's default: and required:
+    lines taken from defaults/main.yml and REQUIRED (every other line kept)."""
+    path = ROOT / 'roles' / role / 'meta' / 'argument_specs.yml'
+    lines = path.read_text().splitlines()
+    out, in_main, current, skipping = [], False, None, False
+    for line in lines:
+        if skipping and line.startswith(' ' * 10):
+            continue  # the rest of a default being rewritten
+        skipping = False
+        if re.match(r'^  [a-z_]+:$', line):
+            in_main = line == '  main:'
+            current = None
+        option = re.match(r'^      ([a-z_0-9]+):$', line) if in_main else None
+        if option:
+            current = option.group(1)
+        elif current and re.match(r'^        (default|required):', line):
+            skipping = True
+            continue  # rewritten below, after type:/elements:
+        out.append(line)
+        if current and re.match(r'^        (type|elements):', line):
+            opt = spec['options'][current]
+            # Insert once, after the last of type:/elements:.
+            if line.startswith('        type:') and opt.get('elements'):
+                continue
+            if current in REQUIRED:
+                out.append('        required: true')
+            elif current in defaults and not _secret(current, opt):
+                value = _yaml_value(defaults[current])
+                out.append('        default:' + (value if value.startswith('\n') else ' ' + value))
+    return '\n'.join(out) + '\n'
+
+
 def table(role, spec, defaults):
     lines = ['### Role `%s`' % role, '', _text(spec.get('short_description', '')), '',
              '| variable | type | default | description |', '| --- | --- | --- | --- |']
@@ -59,7 +124,8 @@ def table(role, spec, defaults):
         kind = opt.get('type', 'str')
         if opt.get('elements'):
             kind += ' of ' + opt['elements']
-        default = _default(defaults[name]) if name in defaults else '(required)' if name in NO_DEFAULT else ''
+        default = (_default(defaults[name]) if name in defaults else '(required)' if name in REQUIRED
+                   else '(no default)' if name in NO_DEFAULT else '')
         desc = _text(opt.get('description', '')).replace('|', '\\|')
         for sub, subopt in (opt.get('options') or {}).items():
             desc += '<br>`%s`: %s' % (sub, _text(subopt.get('description', '')).replace('|', '\\|'))
@@ -95,6 +161,7 @@ def render():
             problems.append('roles/%s: argument_specs option %s has no default' % (role, name))
         parts.append(table(role, spec, defaults))
         readmes[ROOT / 'roles' / role / 'README.md'] = role_readme(role, spec, defaults)
+        readmes[ROOT / 'roles' / role / 'meta' / 'argument_specs.yml'] = spec_text(role, spec, defaults)
     return '\n'.join(parts), problems, readmes
 
 

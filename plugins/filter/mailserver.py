@@ -104,12 +104,17 @@ def duplicates(items):
     return dups
 
 
-def docker_networks(names, alias):
-    """docker_container's networks for a service: each network by name, with
-    the service's alias on it."""
+def docker_networks(names, aliases):
+    """docker_container's networks for a service: each network by name; the
+    service's aliases (a name or a list of names) on the first one only,
+    where its clients reach it. A name on a shared network (the database's)
+    would also answer for another stack's container of the same service."""
     if isinstance(names, str):
         names = [names]
-    return [{'name': str(name), 'aliases': [str(alias)]} for name in names]
+    if isinstance(aliases, str):
+        aliases = [aliases]
+    aliases = list(dict.fromkeys(str(a) for a in aliases if a))
+    return [{'name': str(name), 'aliases': aliases if i == 0 else []} for i, name in enumerate(names)]
 
 
 class FilterModule(object):

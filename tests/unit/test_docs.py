@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,3 +17,37 @@ def test_readme_variables_match_argument_specs():
     run = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'role_docs.py'), '--check'],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'rspamd', 'backup']
+
+
+def _role_doc(role):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'))
+    run = subprocess.run([str(Path(sys.executable).with_name('ansible-doc')), '-t', 'role', '-j',
+                          'maillab.mailserver.' + role], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)['maillab.mailserver.' + role]['entry_points']['main']['options']
+
+
+def test_ansible_doc_shows_the_roles_real_defaults_and_required_inputs():
+    sys.path.insert(0, str(ROOT / 'scripts'))
+    import role_docs
+    for role in ROLES:
+        options = _role_doc(role)
+        defaults = yaml.safe_load((ROOT / 'roles' / role / 'defaults' / 'main.yml').read_text()) or {}
+        for name, opt in options.items():
+            if name in role_docs.REQUIRED:
+                assert opt.get('required') is True, (role, name)
+            elif name in defaults and not role_docs._secret(name, opt):
+                assert opt.get('default') == defaults[name], (role, name, opt.get('default'))
+    assert _role_doc('common')['mailserver_domain']['required'] is True
+    assert _role_doc('postfix')['postfix_smtp_host_port']['default'] == 2525
+    assert _role_doc('dovecot')['dovecot_database_host']['default'] == '{{ mailserver_db_host }}'
+
+
+def test_the_makefile_levels_are_the_level_table():
+    table = yaml.safe_load((ROOT / 'roles' / 'common' / 'defaults' / 'main.yml').read_text())['mailserver_levels']
+    run = subprocess.run(['make', '-s', 'levels'], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == list(table)

@@ -79,3 +79,11 @@ def test_dns_txt_quote_splits_at_255():
     assert quoted.startswith('"') and quoted.endswith('"') and len(parts) == 2
     assert ''.join(p.strip('"') for p in parts) == value and len(parts[0].strip('"')) == 255
     assert mailserver.dns_txt_quote('short') == '"short"'
+
+
+def test_docker_networks_put_the_service_names_on_its_first_network_only():
+    assert mailserver.docker_networks(['mt-mailnet', 'mt-mail-dbnet'], ['imap', 'imap', 'dovecot']) == [
+        {'name': 'mt-mailnet', 'aliases': ['imap', 'dovecot']},
+        {'name': 'mt-mail-dbnet', 'aliases': []},
+    ]
+    assert mailserver.docker_networks('mt-mail-dbnet', 'db') == [{'name': 'mt-mail-dbnet', 'aliases': ['db']}]
