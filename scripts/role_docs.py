@@ -63,6 +63,13 @@ def load(role):
     return spec, defaults
 
 
+class _IndentedDumper(yaml.SafeDumper):
+    """Block sequences indented under their key, as yamllint wants them."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
 def _yaml_value(value, indent=10, width=110):
     """A default as YAML after `default: ` (JSON is YAML's flow style); a long
     string continues on escaped line breaks, a long list or dict in block style."""
@@ -80,7 +87,7 @@ def _yaml_value(value, indent=10, width=110):
                 chunks[i + 1] = chunks[i][-1] + chunks[i + 1]
                 chunks[i] = chunks[i][:-1]
         return '"' + ('\\\n' + ' ' * indent).join(chunks) + '"'
-    block = yaml.safe_dump(value, default_flow_style=None, sort_keys=False, width=width).rstrip('\n')
+    block = yaml.dump(value, Dumper=_IndentedDumper, default_flow_style=False, sort_keys=False, width=width).rstrip('\n')
     return '\n' + '\n'.join(' ' * indent + line for line in block.split('\n'))
 
 
