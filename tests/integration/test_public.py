@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import compose, env_port
+from mailclient import compose, env_port
 
 pytestmark = pytest.mark.public
 
