@@ -20,7 +20,6 @@ bounded. Exit status 1 when a message is lost or duplicated.
 from __future__ import annotations
 
 import argparse
-import imaplib
 import json
 import os
 import re
@@ -34,7 +33,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST = '127.0.0.1'
+# The integration tests' mail clients (a plain module, no pytest needed).
+sys.path.insert(0, str(ROOT / 'tests' / 'integration'))
+import mailclient  # noqa: E402
+from mailclient import HOST  # noqa: E402
 
 
 def log(msg, end='\n'):
@@ -55,16 +57,8 @@ def free_port():
 
 
 def wait_port(port, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((HOST, port), timeout=1) as s:
-                s.settimeout(2)
-                if s.recv(64).startswith(b'220'):
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit('bench: nothing answers SMTP on %s:%d after %d s' % (HOST, port, timeout))
+    if not mailclient.greets(port, timeout, interval=0.2):
+        raise SystemExit('bench: nothing answers SMTP on %s:%d after %d s' % (HOST, port, timeout))
 
 
 class Stack:
@@ -152,11 +146,7 @@ def _mib(text):
 def imap_open(port, user, password, timeout=60):
     """Log in over IMAP; from level 3 on (LOGINDISABLED) after STARTTLS. The
     bench only talks to 127.0.0.1, to the stack's own lab certificate."""
-    imap = imaplib.IMAP4(HOST, port, timeout=timeout)
-    if 'LOGINDISABLED' in imap.capabilities and 'STARTTLS' in imap.capabilities:
-        imap.starttls(ssl_context=ssl._create_unverified_context())
-    imap.login(user, password)
-    return imap
+    return mailclient.imap_login(port, user, password, timeout=timeout, starttls=ssl._create_unverified_context())
 
 
 # Delivered mail lands in INBOX, or in Junk when Rspamd marks it (full stack).

@@ -11,9 +11,7 @@ step sets them from the scenario's inventory):
 
 from __future__ import annotations
 
-import email.utils
 import os
-import smtplib
 import socket
 import ssl
 import subprocess
@@ -23,7 +21,10 @@ import uuid
 import pytest
 import testinfra
 
-HOST = '127.0.0.1'
+# The clients themselves live in mailclient (a plain module that
+# scripts/bench.py imports too); tests import them from there. Re-exported
+# here for tests that still import them from conftest.
+from mailclient import HOST, compose, env_port, greets, submit  # noqa: F401
 
 
 class Stack:
@@ -77,50 +78,14 @@ class Stack:
 
     def wait_answering(self, port, timeout=60):
         """Wait until a server greets on 127.0.0.1:port (what a client needs)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection((HOST, port), timeout=3) as sock:
-                    sock.settimeout(5)
-                    if sock.recv(64)[:1] in (b'2', b'*'):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError('nothing greets on %s:%d after %s s' % (HOST, port, timeout))
-            time.sleep(0.3)
-
-
-def env_port(name):
-    """A host port of the stack under test (MAILLAB_<NAME>_PORT)."""
-    return int(os.environ['MAILLAB_%s_PORT' % name])
+        if not greets(port, timeout):
+            raise AssertionError('nothing greets on %s:%d after %s s' % (HOST, port, timeout))
 
 
 @pytest.fixture(scope='module')
 def tls():
     """Trusts the stack's lab CA (level 3 on)."""
     return ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
-
-
-def compose(sender, rcpts, subject, body):
-    """A message as a mail client writes it (From, To, Date, Message-ID): with
-    the full stack, Rspamd scores a bare "Subject + body" as spam."""
-    if isinstance(rcpts, str):
-        rcpts = [rcpts]
-    return ('From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@maillab.test>\r\n'
-            'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n'
-            % (sender, ', '.join(rcpts), subject, email.utils.formatdate(), uuid.uuid4().hex, body))
-
-
-def submit(tls, subject, body, user='user1@example.com', rcpt='user2@example.com', password='password'):
-    """Send as an authenticated user over submission (STARTTLS + AUTH, level 3 on)."""
-    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=60)
-    try:
-        smtp.starttls(context=tls)
-        smtp.login(user, password)
-        return smtp.sendmail(user, [rcpt], compose(user, rcpt, subject, body))
-    finally:
-        smtp.quit()
 
 
 def _shq(text):

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST, compose, env_port, submit
+import mailclient
+from mailclient import HOST, compose, submit
 
 pytestmark = pytest.mark.backup
 
@@ -84,9 +85,7 @@ def send25(stack, rcpt, subject, smtp=None):
 
 
 def imaps(tls, user, password=PASSWORD):
-    client = imaplib.IMAP4_SSL('localhost', env_port('IMAPS'), ssl_context=tls, timeout=30)
-    client.login(user, password)
-    return client
+    return mailclient.imaps_login(tls, user, password, timeout=30)
 
 
 def subjects(stack, user, prefix):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import imaplib
 import json
 import os
 import re
@@ -14,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from conftest import HOST, compose, env_port, submit
+import mailclient
+from mailclient import HOST, compose, env_port, submit
 
 pytestmark = pytest.mark.challenge
 
@@ -36,28 +36,16 @@ def send25(stack, subject, body, rcpt='user1@example.com'):
 
 
 def imap(tls, user='user1@example.com'):
-    client = imaplib.IMAP4_SSL('localhost', env_port('IMAPS'), ssl_context=tls, timeout=30)
-    client.login(user, PASSWORD)
-    return client
+    return mailclient.imaps_login(tls, user, PASSWORD, timeout=30)
 
 
 def find(tls, subject, user='user1@example.com', mailbox='INBOX', timeout=20):
     """Raw messages with this subject in the mailbox, waiting up to timeout s."""
     client = imap(tls, user)
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            client.select(mailbox)
-            typ, data = client.uid('SEARCH', 'HEADER', 'Subject', '"%s"' % subject)
-            uids = data[0].split() if typ == 'OK' and data[0] else []
-            if uids or time.monotonic() > deadline:
-                found = []
-                for uid in uids:
-                    typ, msg = client.uid('FETCH', uid, '(BODY.PEEK[])')
-                    found.append(msg[0][1])
-                return found
-            client.close()
-            time.sleep(0.3)
+        uids = mailclient.wait_uids(client, 'HEADER', 'Subject', '"%s"' % subject, mailbox=mailbox,
+                                    timeout=timeout, interval=0.3)
+        return mailclient.fetch_raw(client, uids)
     finally:
         client.logout()
 

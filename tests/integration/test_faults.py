@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST, compose, env_port
+from mailclient import HOST, compose, env_port
 
 pytestmark = pytest.mark.faults
 

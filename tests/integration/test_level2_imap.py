@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST
+import mailclient
 
 pytestmark = pytest.mark.level2
 
@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def imap_login(stack, user='user1', password='password'):
-    imap = imaplib.IMAP4(HOST, stack.imap_port, timeout=15)
-    imap.login(user, password)
-    return imap
+    return mailclient.imap_login(stack.imap_port, user, password)
 
 
 def wait_login(stack, timeout=60):
@@ -61,17 +59,9 @@ def send(stack, dialogue, rcpt, subject, body='Ceci est un test.'):
 
 def search(stack, user, text, password='password', timeout=15):
     """UIDs of user's INBOX messages whose body contains text (waits up to timeout)."""
-    deadline = time.monotonic() + timeout
     imap = imap_login(stack, user, password)
     try:
-        while True:
-            imap.select('INBOX')
-            typ, data = imap.uid('SEARCH', 'BODY', '"%s"' % text)
-            uids = data[0].split() if typ == 'OK' and data[0] else []
-            if uids or time.monotonic() > deadline:
-                return uids
-            imap.close()
-            time.sleep(0.2)
+        return mailclient.wait_uids(imap, 'BODY', '"%s"' % text, timeout=timeout)
     finally:
         imap.logout()
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import HOST, compose, env_port
+import mailclient
+from mailclient import HOST, compose, env_port
 
 pytestmark = pytest.mark.level3
 
@@ -30,22 +31,13 @@ def db_sql(stack, query, user=None, password=None):
 
 
 def imaps_login(tls, user, password=PASSWORD):
-    imap = imaplib.IMAP4_SSL('localhost', env_port('IMAPS'), ssl_context=tls, timeout=15)
-    imap.login(user, password)
-    return imap
+    return mailclient.imaps_login(tls, user, password)
 
 
 def imap_find(tls, user, text, timeout=15):
-    deadline = time.monotonic() + timeout
     imap = imaps_login(tls, user)
     try:
-        while True:
-            imap.select('INBOX')
-            typ, data = imap.uid('SEARCH', 'BODY', '"%s"' % text)
-            if (typ == 'OK' and data[0]) or time.monotonic() > deadline:
-                return data[0].split() if data[0] else []
-            imap.close()
-            time.sleep(0.2)
+        return mailclient.wait_uids(imap, 'BODY', '"%s"' % text, timeout=timeout)
     finally:
         imap.logout()
 

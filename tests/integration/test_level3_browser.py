@@ -4,17 +4,16 @@ at once. Screenshots of each step land in MAILLAB_ARTIFACTS (results/ by default
 
 from __future__ import annotations
 
-import imaplib
 import os
 import smtplib
 import ssl
-import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import compose
+import mailclient
+from mailclient import compose
 
 pytestmark = pytest.mark.level3
 
@@ -92,18 +91,10 @@ def test_mailbox_created_in_the_web_ui_receives_mail_at_once(stack, tag):
         smtp.sendmail('test@example.com', [address], compose('test@example.com', address, 'Test Docker', 'web ' + tag))
         smtp.quit()
         tls = ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
-        imap = imaplib.IMAP4_SSL('localhost', int(os.environ['MAILLAB_IMAPS_PORT']), ssl_context=tls, timeout=15)
-        imap.login(address, password)
-        deadline = time.monotonic() + 15
-        while True:
-            imap.select('INBOX')
-            _typ, data = imap.uid('SEARCH', 'BODY', '"web %s"' % tag)
-            if data[0] or time.monotonic() > deadline:
-                break
-            imap.close()
-            time.sleep(0.2)
+        imap = mailclient.imaps_login(tls, address, password, port=int(os.environ['MAILLAB_IMAPS_PORT']))
+        uids = mailclient.wait_uids(imap, 'BODY', '"web %s"' % tag, timeout=15)
         imap.logout()
-        assert data[0], 'the mailbox made in the web UI did not receive the message'
+        assert uids, 'the mailbox made in the web UI did not receive the message'
     finally:
         for table, args in (('mailbox', [address]), ('domain', [domain])):
             stack.docker('exec', '-u', 'www-data', stack.prefix + 'mail-admin', 'postfixadmin-cli', table,

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import compose, env_port
+from mailclient import compose, env_port
 
 pytestmark = pytest.mark.public
 
@@ -144,7 +144,7 @@ def _state(stack):
 
 
 @pytest.mark.parametrize('case, args, named', [
-    ('a lab password', ['-e', 'mariadb_admin_password=lab-postfixadmin-db'], 'mariadb_admin_password'),
+    ('a lab password', ['-e', 'mailserver_db_admin_password=lab-postfixadmin-db'], 'mailserver_db_admin_password'),
     ('a lab user password', ['-e', '{"mailserver_users": [{"address": "user1@example.com", "password": "password"}]}'],
      'mailserver_users[user1@example.com]'),
     ('level 2', ['--playbook', 'playbooks/level2.yml'], 'mailserver_level'),
@@ -426,7 +426,7 @@ def test_every_container_drops_capabilities_and_has_limits(stack):
 
 def test_postfixs_database_user_cannot_read_password_hashes(stack, secrets):
     db = stack.prefix + 'mail-db'
-    creds = '[client]\nuser=mailpostfix\npassword=%s\nhost=127.0.0.1\n' % secrets['mariadb_postfix_password']
+    creds = '[client]\nuser=mailpostfix\npassword=%s\nhost=127.0.0.1\n' % secrets['mailserver_db_postfix_password']
 
     def query(sql):
         return subprocess.run(['docker', 'exec', '-i', db, 'bash', '-c',

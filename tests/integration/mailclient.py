@@ -1,0 +1,102 @@
+"""Mail clients for the integration tests and scripts/bench.py: messages,
+submission, IMAP logins and polls, waiting for a greeting. A plain module
+(standard library only, no pytest), so the bench imports it too:
+
+    sys.path.insert(0, str(ROOT / 'tests' / 'integration'))
+    import mailclient
+"""
+
+from __future__ import annotations
+
+import email.utils
+import imaplib
+import os
+import smtplib
+import socket
+import time
+import uuid
+
+HOST = '127.0.0.1'
+
+
+def env_port(name):
+    """A host port of the stack under test (MAILLAB_<NAME>_PORT)."""
+    return int(os.environ['MAILLAB_%s_PORT' % name])
+
+
+def compose(sender, rcpts, subject, body):
+    """A message as a mail client writes it (From, To, Date, Message-ID): with
+    the full stack, Rspamd scores a bare "Subject + body" as spam."""
+    if isinstance(rcpts, str):
+        rcpts = [rcpts]
+    return ('From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@maillab.test>\r\n'
+            'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n'
+            % (sender, ', '.join(rcpts), subject, email.utils.formatdate(), uuid.uuid4().hex, body))
+
+
+def submit(tls, subject, body, user='user1@example.com', rcpt='user2@example.com', password='password'):
+    """Send as an authenticated user over submission (STARTTLS + AUTH, level 3 on)."""
+    smtp = smtplib.SMTP('localhost', env_port('SUBMISSION'), timeout=60)
+    try:
+        smtp.starttls(context=tls)
+        smtp.login(user, password)
+        return smtp.sendmail(user, [rcpt], compose(user, rcpt, subject, body))
+    finally:
+        smtp.quit()
+
+
+def imap_login(port, user, password, timeout=15, starttls=None):
+    """Log in over IMAP on HOST:port. With starttls (an SSL context), STARTTLS
+    first when the server refuses plaintext logins (LOGINDISABLED, level 3 on)."""
+    imap = imaplib.IMAP4(HOST, port, timeout=timeout)
+    if starttls is not None and 'LOGINDISABLED' in imap.capabilities and 'STARTTLS' in imap.capabilities:
+        imap.starttls(ssl_context=starttls)
+    imap.login(user, password)
+    return imap
+
+
+def imaps_login(tls, user, password, timeout=15, port=None):
+    """Log in over IMAPS (level 3 on), trusting tls (the lab CA)."""
+    imap = imaplib.IMAP4_SSL('localhost', port or env_port('IMAPS'), ssl_context=tls, timeout=timeout)
+    imap.login(user, password)
+    return imap
+
+
+def wait_uids(imap, *criteria, mailbox='INBOX', timeout=15, interval=0.2):
+    """UIDs of the messages of mailbox that match the UID SEARCH criteria,
+    polling until some do or timeout s have passed (then [])."""
+    deadline = time.monotonic() + timeout
+    while True:
+        imap.select(mailbox)
+        typ, data = imap.uid('SEARCH', *criteria)
+        uids = data[0].split() if typ == 'OK' and data[0] else []
+        if uids or time.monotonic() > deadline:
+            return uids
+        imap.close()
+        time.sleep(interval)
+
+
+def fetch_raw(imap, uids):
+    """The raw messages (bytes) of uids in the selected mailbox, unread."""
+    found = []
+    for uid in uids:
+        _typ, msg = imap.uid('FETCH', uid, '(BODY.PEEK[])')
+        found.append(msg[0][1])
+    return found
+
+
+def greets(port, timeout=60, interval=0.3, host=HOST):
+    """Whether a server greets (SMTP 2xx, IMAP *) on host:port within timeout s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=3) as sock:
+                sock.settimeout(5)
+                if sock.recv(64)[:1] in (b'2', b'*'):
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
