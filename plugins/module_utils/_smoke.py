@@ -4,11 +4,15 @@
 
 Pure standard library (smtplib, imaplib, ssl), so the module runs on any
 managed host with Python 3, and unit tests reach it without Ansible. Every
-failure is a SmokeError whose message names the cause in one line.
+failure is a SmokeError whose message names the step and the cause in one
+line: protocol, TLS and socket errors never escape as themselves. The SMTP
+functions fill in the caller's dict step by step, so what was learnt before
+a failure is still there to report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import imaplib
 import re
@@ -19,6 +23,17 @@ import time
 import uuid
 
 TAG_HEADER = 'X-Maillab-Smoke'
+
+# What a broken session raises: protocol errors of either client, TLS errors
+# and socket errors (ssl.SSLError, socket.timeout and ConnectionResetError are
+# all OSErrors).
+SESSION_ERRORS = (OSError, smtplib.SMTPException, imaplib.IMAP4.error)
+
+# The reply of an SMTP server that is closing the session (RFC 5321, 3.8).
+SMTP_CLOSING = 421
+
+# SMTP steps as the failure messages name them.
+SMTP_STEPS = {'mail': 'MAIL FROM', 'rcpt': 'RCPT TO', 'data': 'DATA'}
 
 
 class SmokeError(Exception):
@@ -93,19 +108,119 @@ def _where(host, port):
     return '%s:%s' % (host, port)
 
 
-def _network_error(kind, host, port, exc, timeout):
-    where = _where(host, port)
+def _seconds(value):
+    return '%g' % value if isinstance(value, (int, float)) else str(value)
+
+
+def _tls_problem(exc):
+    """What a TLS error says, with the way out when a certificate is not trusted."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = getattr(exc, 'verify_message', None)
+        return ('%s%s (name the CA that signed the server certificate with ca_path, or set validate_certs: false '
+                'for a self-signed lab certificate)' % (getattr(exc, 'reason', None) or 'certificate verify failed',
+                                                        ', ' + detail if detail else ''))
+    return str(getattr(exc, 'reason', None) or exc)
+
+
+def _no_answer(timeout):
+    return 'no answer within %s s' % _seconds(timeout) if timeout else 'no answer in time'
+
+
+def _imap_abort(text):
+    """imaplib's abort texts in words: a dropped connection, a BYE, a garbled answer."""
+    text = re.sub(r'^command: \S+ => ', '', _plain(text))
+    if text.startswith('socket error:'):
+        detail = text[len('socket error:'):].strip()
+        if detail == 'EOF' or 'Broken pipe' in detail:
+            return 'server closed the connection'
+        if 'reset' in detail.lower():
+            return 'the server reset the connection'
+        return 'connection failed (%s)' % detail
+    if text.startswith(('unexpected', 'got more than')):
+        return 'unexpected answer from the server (%s)' % text
+    # What is left is the text of the server's BYE.
+    return 'server closed the connection (%s)' % text if text else 'server closed the connection'
+
+
+def _imap_error(text):
+    """imaplib's "X command error: BAD [b'...']" as the server's answer."""
+    text = _plain(text)
+    match = re.match(r'^\S+ command error: (\S+) \[(.*)\]$', text)
+    if not match:
+        return text
+    answer = re.sub(r"""b(['"])(.*?)\1""", r'\2', match.group(2))
+    return 'server answered %s %s' % (match.group(1), answer)
+
+
+def describe_error(exc, timeout=None):
+    """One line for a protocol, TLS or socket error, without the step (the
+    caller names it). timeout: the socket timeout in force, for 'no answer'."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        # smtplib turns every failed read or write into this; the socket error
+        # it caught tells a timeout or a reset from a closed connection.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (socket.timeout, TimeoutError)):
+            return _no_answer(timeout)
+        if isinstance(cause, ConnectionResetError):
+            return 'the server reset the connection'
+        return 'server closed the connection'
+    if isinstance(exc, smtplib.SMTPResponseException):
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        return 'server answered %d %s' % (reply['code'], reply['text'])
+    if isinstance(exc, imaplib.IMAP4.abort):
+        return _imap_abort(exc)
+    if isinstance(exc, imaplib.IMAP4.error):
+        return _imap_error(exc)
+    if isinstance(exc, smtplib.SMTPException):
+        return _plain(exc) or type(exc).__name__
     if isinstance(exc, ssl.SSLError):
-        return SmokeError('%s TLS handshake with %s failed: %s' % (kind, where, getattr(exc, 'reason', None) or exc))
+        return 'TLS error: %s' % _tls_problem(exc)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return _no_answer(timeout)
+    if isinstance(exc, ConnectionResetError):
+        return 'the server reset the connection'
+    if isinstance(exc, (BrokenPipeError, ConnectionAbortedError)):
+        return 'server closed the connection'
+    if isinstance(exc, ConnectionRefusedError):
+        return 'connection refused'
+    if isinstance(exc, socket.gaierror):
+        return 'host cannot be resolved: %s' % exc
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def step(name, timeout=None):
+    """Run one protocol step: any session error inside becomes a SmokeError
+    'name: cause' (a SmokeError raised inside passes unchanged)."""
+    try:
+        yield
+    except SmokeError:
+        raise
+    except SESSION_ERRORS as exc:
+        raise SmokeError('%s: %s' % (name, describe_error(exc, timeout))) from exc
+
+
+def _network_error(kind, host, port, exc, timeout):
+    """The failure to open a session (connect, greeting, TLS handshake)."""
+    where = _where(host, port)
+    # smtplib reports a greeting that never came as a disconnection.
+    cause = (exc.__cause__ or exc.__context__) if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
+    if isinstance(exc, ssl.SSLError):
+        return SmokeError('%s TLS handshake with %s failed: %s' % (kind, where, _tls_problem(exc)))
     if isinstance(exc, ConnectionRefusedError):
         return SmokeError('%s connection refused at %s: is the server running and the port published?' % (kind, where))
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return SmokeError('%s server at %s did not answer within %s s' % (kind, where, timeout))
+    if isinstance(cause, (socket.timeout, TimeoutError)):
+        return SmokeError('%s server at %s did not answer within %s s' % (kind, where, _seconds(timeout)))
     if isinstance(exc, socket.gaierror):
         return SmokeError('%s host %s cannot be resolved: %s' % (kind, host, exc))
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return SmokeError('%s server at %s closed the connection: %s' % (kind, where, exc))
-    return SmokeError('%s connection to %s failed: %s' % (kind, where, exc))
+    if isinstance(exc, smtplib.SMTPConnectError):
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        return SmokeError('%s server at %s refused the session: %d %s' % (kind, where, reply['code'], reply['text']))
+    if isinstance(exc, imaplib.IMAP4.error) and not isinstance(exc, imaplib.IMAP4.abort):
+        return SmokeError('%s server at %s refused the session: %s' % (kind, where, _plain(exc)))
+    return SmokeError('%s connect to %s: %s' % (kind, where, describe_error(exc, timeout)))
 
 
 def _reply(code, msg):
@@ -113,131 +228,237 @@ def _reply(code, msg):
     return {'code': int(code), 'text': ' '.join(text.split())}
 
 
+def _close_quietly(conn):
+    try:
+        conn.close()
+    except SESSION_ERRORS:  # the connection is gone anyway
+        pass
+
+
 # --------------------------------------------------------------------------- SMTP
 
 def smtp_connect(host, port, security='none', timeout=10, validate_certs=True, ca_path=None,
-                 helo='mail-smoke.maillab.invalid', user=None, password=None):
-    """Connect, greet (EHLO), upgrade to TLS, authenticate. Returns (smtp, info)."""
-    info = {}
+                 helo='mail-smoke.maillab.invalid', user=None, password=None, info=None):
+    """Connect, greet (EHLO), upgrade to TLS, authenticate. Returns (smtp, info).
+
+    info (a dict, filled in as the session goes): stage (the step under way,
+    None once connected), banner, capabilities, tls. On a SmokeError it holds
+    what was learnt before the failing step, and the connection is closed.
+    """
+    info = {} if info is None else info
+    info['stage'] = 'connect'
     try:
         if security == 'tls':
             smtp = smtplib.SMTP_SSL(host, port, local_hostname=helo, timeout=timeout,
                                     context=_tls_context(validate_certs, ca_path))
         else:
             smtp = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
+    except SESSION_ERRORS as exc:
+        raise _network_error('SMTP', host, port, exc, timeout) from exc
+    info['tls'] = security == 'tls'
+    try:
+        _smtp_greet(smtp, host, port, security, timeout, validate_certs, ca_path, helo, info)
+        if user:
+            info['stage'] = 'auth'
+            _smtp_auth(smtp, host, port, user, password, timeout, info)
+    except BaseException:
+        _close_quietly(smtp)
+        raise
+    info['stage'] = None
+    return smtp, info
+
+
+def _smtp_greet(smtp, host, port, security, timeout, validate_certs, ca_path, helo, info):
+    info['stage'] = 'ehlo'
+    with step('SMTP EHLO', timeout):
         code, banner = smtp.ehlo()
+        if code == SMTP_CLOSING:
+            raise SmokeError('SMTP EHLO: server closed the connection (%s)' % _reply_line(code, banner))
         if code != 250:
             code, banner = smtp.helo()
-        first = banner.split(b'\n', 1)[0] if isinstance(banner, bytes) else str(banner).split('\n', 1)[0]
-        info['banner'] = _reply(code, first)['text']
-        if security == 'starttls':
-            if not smtp.has_extn('starttls'):
-                smtp.close()
-                raise SmokeError('SMTP server at %s does not offer STARTTLS' % _where(host, port))
+            if code != 250:
+                raise SmokeError('SMTP HELO %s: server answered %s' % (helo, _reply_line(code, banner)))
+    info['banner'] = _reply(code, _first_line(banner))['text']
+    info['capabilities'] = _capabilities(smtp)
+    if security == 'starttls':
+        info['stage'] = 'starttls'
+        if not smtp.has_extn('starttls'):
+            raise SmokeError('SMTP server at %s does not offer STARTTLS' % _where(host, port))
+        try:
             smtp.starttls(context=_tls_context(validate_certs, ca_path))
-            smtp.ehlo()
-        info['capabilities'] = sorted(k.upper() for k in smtp.esmtp_features)
-        info['tls'] = security in ('tls', 'starttls')
-    except SmokeError:
-        raise
-    except (OSError, smtplib.SMTPException) as exc:
-        raise _network_error('SMTP', host, port, exc, timeout)
-    if user:
-        if not smtp.has_extn('auth'):
-            smtp.close()
-            raise SmokeError('SMTP server at %s does not offer AUTH%s' % (
-                _where(host, port), '' if info['tls'] else ' without TLS (use security starttls or tls)'))
-        offered = smtp.esmtp_features.get('auth', '').upper().split()
-        mechanism = next((m for m in ('PLAIN', 'LOGIN') if m in offered), None)
-        if mechanism is None:
-            smtp.close()
-            raise SmokeError('SMTP server at %s offers no AUTH mechanism this client speaks (PLAIN, LOGIN): %s'
-                             % (_where(host, port), ' '.join(offered)))
+        except ssl.SSLError as exc:
+            raise _network_error('SMTP', host, port, exc, timeout) from exc
+        except SESSION_ERRORS as exc:
+            raise SmokeError('SMTP STARTTLS: %s' % describe_error(exc, timeout)) from exc
+        info['tls'] = True
+        info['stage'] = 'ehlo'
+        with step('SMTP EHLO after STARTTLS', timeout):
+            code, banner = smtp.ehlo()
+            if code != 250:
+                raise SmokeError('SMTP EHLO after STARTTLS: server answered %s' % _reply_line(code, banner))
+        info['capabilities'] = _capabilities(smtp)
+
+
+def _smtp_auth(smtp, host, port, user, password, timeout, info):
+    if not smtp.has_extn('auth'):
+        raise SmokeError('SMTP server at %s does not offer AUTH%s' % (
+            _where(host, port), '' if info['tls'] else ' without TLS (use security starttls or tls)'))
+    offered = smtp.esmtp_features.get('auth', '').upper().split()
+    mechanism = next((m for m in ('PLAIN', 'LOGIN') if m in offered), None)
+    if mechanism is None:
+        raise SmokeError('SMTP server at %s offers no AUTH mechanism this client speaks (PLAIN, LOGIN): %s'
+                         % (_where(host, port), ' '.join(offered)))
+    with step('SMTP AUTH as %s' % user, timeout):
         try:
             # One attempt with one mechanism, so a wrong password costs one
             # failure in the server's log, not one per mechanism.
             smtp.user, smtp.password = user, password or ''
-            code, msg = smtp.auth(mechanism, getattr(smtp, 'auth_' + mechanism.lower()), initial_response_ok=True)
+            smtp.auth(mechanism, getattr(smtp, 'auth_' + mechanism.lower()), initial_response_ok=True)
         except smtplib.SMTPAuthenticationError as exc:
-            smtp.close()
             reply = _reply(exc.smtp_code, exc.smtp_error)
-            raise SmokeError('SMTP AUTH rejected for user %s: %s %s' % (user, reply['code'], reply['text']))
-        except (OSError, smtplib.SMTPException) as exc:
-            smtp.close()
-            raise _network_error('SMTP', host, port, exc, timeout)
-    return smtp, info
+            raise SmokeError('SMTP AUTH rejected for user %s: %s %s' % (user, reply['code'], reply['text'])) from exc
 
 
-def smtp_send(smtp, mail_from, rcpt_to, message):
-    """Send one message step by step. Returns a dict: accepted (bool), stage of a
-    refusal (mail, rcpt, data), code and text of the deciding reply, queue_id,
-    refused recipients."""
-    result = {'accepted': False, 'stage': None, 'refused': {}}
-    code, msg = smtp.mail(mail_from or '', ['SIZE=%d' % len(message)] if smtp.has_extn('size') else [])
+def _first_line(msg):
+    return msg.split(b'\n', 1)[0] if isinstance(msg, bytes) else str(msg).split('\n', 1)[0]
+
+
+def _reply_line(code, msg):
+    reply = _reply(code, msg)
+    return ('%d %s' % (reply['code'], reply['text'])).strip()
+
+
+def _capabilities(smtp):
+    return sorted(k.upper() for k in smtp.esmtp_features)
+
+
+def smtp_send(smtp, mail_from, rcpt_to, message, info=None):
+    """Send one message step by step (MAIL, RCPT for each recipient, DATA) and
+    return True when the server accepted it for at least one recipient.
+
+    info (a dict, filled in as the transaction goes): stage (where the server
+    refused the message, or the step under way when a SmokeError stops it;
+    None when accepted, 'rcpt' when accepted with some recipients refused),
+    code and text of the deciding reply, rcpt (the refused recipient that
+    decided), queue_id, refused ({recipient: {code, text}}).
+
+    A 421 reply (the server closing the session) ends the transaction at once.
+    The session is not reset after a refusal: the caller quits.
+    """
+    info = {} if info is None else info
+    info.update(stage='mail', refused={})
+    timeout = getattr(smtp, 'timeout', None)
+    with step('SMTP MAIL FROM', timeout):
+        code, msg = smtp.mail(mail_from or '', ['SIZE=%d' % len(message)] if smtp.has_extn('size') else [])
     if code != 250:
-        result.update(stage='mail', **_reply(code, msg))
-        smtp.rset()
-        return result
+        info.update(_reply(code, msg))
+        return False
+    info['stage'] = 'rcpt'
     good = []
-    last = None
     for rcpt in rcpt_to:
-        code, msg = smtp.rcpt(rcpt)
-        last = _reply(code, msg)
+        with step('SMTP RCPT TO <%s>' % rcpt, timeout):
+            code, msg = smtp.rcpt(rcpt)
+        reply = _reply(code, msg)
         if code in (250, 251):
             good.append(rcpt)
-        else:
-            result['refused'][rcpt] = last
+            continue
+        info['refused'][rcpt] = reply
+        if code == SMTP_CLOSING:
+            info.update(rcpt=rcpt, **reply)
+            return False
     if not good:
-        rcpt, first = next(iter(result['refused'].items()))
-        result.update(stage='rcpt', rcpt=rcpt, **first)
-        smtp.rset()
-        return result
-    code, msg = smtp.data(message)
+        rcpt, first = next(iter(info['refused'].items()))
+        info.update(rcpt=rcpt, **first)
+        return False
+    info['stage'] = 'data'
+    with step('SMTP DATA', timeout):
+        try:
+            code, msg = smtp.data(message)
+        except smtplib.SMTPDataError as exc:  # DATA itself refused, no message sent
+            code, msg = exc.smtp_code, exc.smtp_error
     reply = _reply(code, msg)
-    result.update(reply)
+    info.update(reply)
     if code != 250:
-        result['stage'] = 'data'
-        return result
-    result['accepted'] = True
-    result['queue_id'] = parse_queue_id(reply['text'])
-    result['stage'] = 'rcpt' if result['refused'] else None
-    return result
+        return False
+    info['queue_id'] = parse_queue_id(reply['text'])
+    info['stage'] = 'rcpt' if info['refused'] else None
+    return True
+
+
+def refusal_message(info):
+    """Why the send failed when acceptance was expected, from smtp_send's info."""
+    stage = info.get('stage') or 'data'
+    code, text = info.get('code'), info.get('text', '')
+    if code == SMTP_CLOSING:
+        name = SMTP_STEPS.get(stage, stage.upper())
+        if stage == 'rcpt' and info.get('rcpt'):
+            name += ' <%s>' % info['rcpt']
+        return 'SMTP %s: server closed the connection (%s %s)' % (name, code, text)
+    what = 'recipient %s' % info['rcpt'] if stage == 'rcpt' and info.get('rcpt') else 'the message'
+    return '%s refused at %s: %s %s' % (what, stage.upper(), code, text)
+
+
+def smtp_quit(smtp):
+    """End the session politely; a server that already hung up is no failure."""
+    try:
+        smtp.quit()
+    except SESSION_ERRORS:
+        _close_quietly(smtp)
 
 
 # --------------------------------------------------------------------------- IMAP
 
-def imap_connect(host, port, security='none', timeout=10, validate_certs=True, ca_path=None,
-                 user=None, password=None):
-    """Connect, upgrade to TLS and log in when user is given. Returns (imap, capabilities)."""
+def _imap_timeout(imap):
+    sock = getattr(imap, 'sock', None)
+    try:
+        return sock.gettimeout() if sock is not None else None
+    except OSError:
+        return None
+
+
+def imap_connect(host, port, security='none', timeout=10, validate_certs=True, ca_path=None):
+    """Connect and upgrade to TLS (no login). Returns (imap, capabilities)."""
     try:
         if security == 'tls':
             imap = imaplib.IMAP4_SSL(host, port, ssl_context=_tls_context(validate_certs, ca_path), timeout=timeout)
         else:
             imap = imaplib.IMAP4(host, port, timeout=timeout)
+    except SESSION_ERRORS as exc:
+        raise _network_error('IMAP', host, port, exc, timeout) from exc
+    try:
         if security == 'starttls':
             if 'STARTTLS' not in imap.capabilities:
-                imap.shutdown()
                 raise SmokeError('IMAP server at %s does not offer STARTTLS' % _where(host, port))
-            imap.starttls(ssl_context=_tls_context(validate_certs, ca_path))
-    except SmokeError:
+            try:
+                imap.starttls(ssl_context=_tls_context(validate_certs, ca_path))
+            except ssl.SSLError as exc:
+                raise _network_error('IMAP', host, port, exc, timeout) from exc
+            except SESSION_ERRORS as exc:
+                raise SmokeError('IMAP STARTTLS: %s' % describe_error(exc, timeout)) from exc
+    except BaseException:
+        _safe_shutdown(imap)
         raise
-    except (OSError, imaplib.IMAP4.error) as exc:
-        raise _network_error('IMAP', host, port, exc, timeout)
-    if user:
-        try:
-            imap.login(user, password or '')
-        except imaplib.IMAP4.error as exc:
-            _safe_logout(imap)
-            detail = str(exc)
-            if 'LOGINDISABLED' in imap.capabilities:
-                detail = 'LOGINDISABLED: plaintext login refused without TLS (use security starttls or tls)'
-            raise SmokeError('IMAP LOGIN rejected for user %s: %s' % (user, _plain(detail)))
-        except OSError as exc:
-            raise _network_error('IMAP', host, port, exc, timeout)
     return imap, sorted(str(c) for c in imap.capabilities)
 
 
+def imap_login(imap, user, password):
+    """Log in. Returns the capabilities seen after login."""
+    with step('IMAP LOGIN as %s' % user, _imap_timeout(imap)):
+        try:
+            imap.login(user, password or '')
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            detail = str(exc)
+            if 'LOGINDISABLED' in imap.capabilities:
+                detail = 'LOGINDISABLED: plaintext login refused without TLS (use security starttls or tls)'
+            raise SmokeError('IMAP LOGIN rejected for user %s: %s' % (user, _plain(detail))) from exc
+    return sorted(str(c) for c in imap.capabilities)
+
+
 def _plain(text):
+    if isinstance(text, BaseException):
+        text = text.args[0] if len(text.args) == 1 else str(text)
     if isinstance(text, bytes):
         text = text.decode('utf-8', 'replace')
     text = str(text)
@@ -246,9 +467,17 @@ def _plain(text):
     return ' '.join(text.split())
 
 
-def _safe_logout(imap):
+def imap_logout(imap):
+    """Log out; a server that already hung up is no failure."""
     try:
         imap.logout()
+    except Exception:  # the connection is gone anyway
+        pass
+
+
+def _safe_shutdown(imap):
+    try:
+        imap.shutdown()
     except Exception:  # the connection is gone anyway
         pass
 
@@ -257,29 +486,53 @@ def _quote_folder(folder):
     return '"%s"' % folder.replace('\\', '\\\\').replace('"', '\\"')
 
 
+def _answer(data):
+    return _plain(data[-1] if data else '')
+
+
 def imap_find(imap, folder, tag, timeout, interval=0.2, clock=time.monotonic, sleep=time.sleep):
     """Wait until a message carrying tag is in folder. Returns (uid, count); uid
     is None when it did not show up within timeout seconds."""
     deadline = clock() + timeout
+    sock_timeout = _imap_timeout(imap)
     count = 0
     while True:
-        typ, data = imap.select(_quote_folder(folder))
+        with step('IMAP SELECT %s' % folder, sock_timeout):
+            typ, data = imap.select(_quote_folder(folder))
         if typ != 'OK':
-            raise SmokeError('IMAP folder %s cannot be selected: %s' % (folder, _plain(data[0] if data else '')))
-        count = int(data[0] or 0)
-        typ, data = imap.uid('SEARCH', 'HEADER', TAG_HEADER, tag)
-        if typ == 'OK' and data and data[0]:
-            return int(data[0].split()[0]), count
+            raise SmokeError('IMAP folder %s cannot be selected: %s' % (folder, _answer(data)))
+        try:
+            count = int(data[0] or 0)
+        except (TypeError, ValueError, IndexError):
+            count = 0
+        with step('IMAP UID SEARCH in %s' % folder, sock_timeout):
+            typ, data = imap.uid('SEARCH', 'HEADER', TAG_HEADER, tag)
+        if typ != 'OK':
+            raise SmokeError('IMAP UID SEARCH in %s: server answered %s %s' % (folder, typ, _answer(data)))
+        found = data[0].split() if data and data[0] else []
+        if found:
+            return int(found[0]), count
         if clock() >= deadline:
             return None, count
-        imap.close()
+        with step('IMAP CLOSE %s' % folder, sock_timeout):
+            imap.close()
         sleep(interval)
 
 
 def imap_delete(imap, uid):
     """Flag the message deleted and expunge it (the folder is selected)."""
-    imap.uid('STORE', str(uid), '+FLAGS.SILENT', r'(\Deleted)')
+    sock_timeout = _imap_timeout(imap)
+    with step('IMAP UID STORE %s +FLAGS (\\Deleted)' % uid, sock_timeout):
+        typ, data = imap.uid('STORE', str(uid), '+FLAGS.SILENT', r'(\Deleted)')
+    if typ != 'OK':
+        raise SmokeError('IMAP UID STORE %s +FLAGS (\\Deleted): server answered %s %s' % (uid, typ, _answer(data)))
     if 'UIDPLUS' in imap.capabilities:
-        imap.uid('EXPUNGE', str(uid))
+        name = 'IMAP UID EXPUNGE %s' % uid
+        with step(name, sock_timeout):
+            typ, data = imap.uid('EXPUNGE', str(uid))
     else:
-        imap.expunge()
+        name = 'IMAP EXPUNGE'
+        with step(name, sock_timeout):
+            typ, data = imap.expunge()
+    if typ != 'OK':
+        raise SmokeError('%s: server answered %s %s' % (name, typ, _answer(data)))

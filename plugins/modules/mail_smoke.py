@@ -18,16 +18,21 @@ description:
     test message once found, so real mailboxes do not fill with probes.
   - Uses only the Python standard library (C(smtplib), C(imaplib), C(ssl)) on the
     managed host.
+  - "A failure names the step that failed and why in one line (for example
+    C(SMTP MAIL FROM: server closed the connection (421 ...))), and the result
+    still holds what was learnt up to that step, such as RV(smtp)."
 author:
   - maillab.mailserver developers
+extends_documentation_fragment:
+  - maillab.mailserver.attributes
+  - maillab.mailserver.attributes.check_mode_full
+  - maillab.mailserver.attributes.diff_none
+  - maillab.mailserver.attributes.reports_no_change
 attributes:
   check_mode:
-    support: full
     details:
       - In check mode the module connects, greets (EHLO, IMAP CAPABILITY),
         upgrades to TLS and authenticates when asked, but sends nothing.
-  diff_mode:
-    support: none
 options:
   smtp_host:
     description: SMTP server address.
@@ -183,51 +188,79 @@ EXAMPLES = r'''
 RETURN = r'''
 tag:
   description: Random tag of this probe (value of the X-Maillab-Smoke header).
-  returned: unless in check mode
+  returned: unless in check mode, once the message is built
   type: str
   sample: 3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f
 message_id:
   description: Message-ID of the message sent.
-  returned: unless in check mode
+  returned: unless in check mode, once the message is built
   type: str
   sample: <178.smoke.3f2b8c1e9d7a@maillab.invalid>
 smtp:
-  description: What the SMTP server said.
+  description:
+    - What the SMTP server said.
+    - On failure, what was learnt up to the failing step (RV(smtp.stage) names it).
   returned: always
   type: dict
   contains:
+    stage:
+      description:
+        - The step at which the server refused the message (V(mail), V(rcpt) or V(data)); V(rcpt) too when the
+          message was accepted but some recipients were refused.
+        - On failure, the step that failed (V(connect), V(ehlo), V(starttls), V(auth), V(mail), V(rcpt) or V(data)).
+        - V(null) when every step succeeded.
+      returned: always
+      type: str
+      sample: rcpt
     banner:
-      description: The server's reply to EHLO.
+      description: First line of the server's reply to EHLO (its name and greeting).
+      returned: once the server answered EHLO
       type: str
       sample: mail.example.com
     capabilities:
       description: ESMTP extensions offered (after STARTTLS when used).
+      returned: once the server answered EHLO
       type: list
       elements: str
       sample: [8BITMIME, PIPELINING, SIZE]
+    tls:
+      description: Whether the session runs over TLS (implicit TLS, or STARTTLS once it succeeded).
+      returned: once connected
+      type: bool
+      sample: true
     code:
-      description: Code of the deciding reply (DATA's when accepted, else the refusal's).
+      description:
+        - Code of the deciding reply, DATA's when the message was accepted, else the refusal's.
+        - A 421 reply is the server closing the session at that step.
+      returned: when the server refused or accepted the message
       type: int
       sample: 250
     text:
       description: Text of that reply.
+      returned: when the server refused or accepted the message
       type: str
       sample: 2.0.0 Ok queued as 4XyZ12
-    stage:
-      description: Where a refusal happened (mail, rcpt, data), else null.
+    rcpt:
+      description: The recipient whose refusal decided, when the message was refused at RCPT.
+      returned: when every recipient was refused, or one with 421
       type: str
-      sample: rcpt
+      sample: someone@elsewhere.example
     queue_id:
-      description: The server's queue id, when its reply names one.
+      description: The server's queue id, V(null) when its reply names none.
+      returned: when the message was accepted
       type: str
       sample: 4XyZ12
     refused:
-      description: Recipients refused, with code and text.
+      description: Recipients refused, each address with C(code) and C(text) of its reply.
+      returned: once MAIL FROM was sent, unless in check mode
       type: dict
-      sample: {}
+      sample:
+        someone@elsewhere.example:
+          code: 554
+          text: "5.7.1 <someone@elsewhere.example>: Relay access denied"
 accepted:
-  description: Whether the server accepted the message.
-  returned: unless in check mode
+  description: Whether the server accepted the message (for at least one recipient).
+  returned: unless in check mode, once the message is built
   type: bool
   sample: true
 found:
@@ -256,7 +289,7 @@ deleted:
   type: bool
   sample: true
 imap_capabilities:
-  description: IMAP capabilities seen (after login when logged in).
+  description: IMAP capabilities seen (after login once logged in, else those before login).
   returned: when IMAP was contacted
   type: list
   elements: str
@@ -273,39 +306,37 @@ DEFAULT_SUBJECT = 'maillab.mailserver smoke test'
 DEFAULT_BODY = 'This is a maillab.mailserver smoke test.'
 
 
-def run(module):
+def run(module, result):
+    """Probe as the parameters say, filling result in as it goes. Raises
+    SmokeError at the first failure; result then holds what was learnt."""
     p = module.params
-    result = {'changed': False}
     conn = dict(timeout=p['timeout'], validate_certs=p['validate_certs'], ca_path=p['ca_path'])
     imap_wanted = p['imap_check'] and p['expect'] == 'accepted'
     imap_host = p['imap_host'] or p['smtp_host']
 
-    smtp, info = _smoke.smtp_connect(p['smtp_host'], p['smtp_port'], p['smtp_security'], helo=p['helo'],
-                                     user=p['smtp_user'], password=p['smtp_password'], **conn)
-    result['smtp'] = info
+    result['smtp'] = {}
+    smtp, sent = _smoke.smtp_connect(p['smtp_host'], p['smtp_port'], p['smtp_security'], helo=p['helo'],
+                                     user=p['smtp_user'], password=p['smtp_password'], info=result['smtp'], **conn)
     try:
         if module.check_mode:
             if imap_wanted:
-                imap, caps = _smoke.imap_connect(imap_host, p['imap_port'], p['imap_security'],
-                                                 user=p['imap_user'], password=p['imap_password'], **conn)
-                result['imap_capabilities'] = caps
-                _smoke._safe_logout(imap)
+                imap, result['imap_capabilities'] = _smoke.imap_connect(imap_host, p['imap_port'],
+                                                                        p['imap_security'], **conn)
+                try:
+                    result['imap_capabilities'] = _smoke.imap_login(imap, p['imap_user'], p['imap_password'])
+                finally:
+                    _smoke.imap_logout(imap)
             return result
 
         tag = _smoke.new_tag()
         message, message_id = _smoke.build_message(
             p['mail_from'], p['rcpt_to'], p['subject'] or DEFAULT_SUBJECT, p['body'] or DEFAULT_BODY,
             tag, raw_message=p['raw_message'])
-        result.update(tag=tag, message_id=message_id)
-        sent = _smoke.smtp_send(smtp, p['mail_from'], p['rcpt_to'], message)
+        result.update(tag=tag, message_id=message_id, accepted=False)
+        result['accepted'] = _smoke.smtp_send(smtp, p['mail_from'], p['rcpt_to'], message, sent)
         accepted_at = time.monotonic()
     finally:
-        try:
-            smtp.quit()
-        except Exception:  # already closed by the server
-            pass
-    result['accepted'] = sent.pop('accepted')
-    result['smtp'].update(sent)
+        _smoke.smtp_quit(smtp)
 
     if p['expect'] == 'rejected':
         if result['accepted'] and not sent['refused']:
@@ -318,18 +349,16 @@ def run(module):
         return result
 
     if not result['accepted']:
-        what = 'recipient %s' % sent['rcpt'] if sent['stage'] == 'rcpt' else 'the message'
-        raise _smoke.SmokeError('%s refused at %s: %s %s' % (what, sent['stage'].upper(), sent['code'], sent['text']))
+        raise _smoke.SmokeError(_smoke.refusal_message(sent))
     if sent['refused']:
         rcpt, reply = next(iter(sent['refused'].items()))
         raise _smoke.SmokeError('recipient %s refused at RCPT: %s %s' % (rcpt, reply['code'], reply['text']))
 
     if not imap_wanted:
         return result
-    imap, caps = _smoke.imap_connect(imap_host, p['imap_port'], p['imap_security'],
-                                     user=p['imap_user'], password=p['imap_password'], **conn)
-    result['imap_capabilities'] = caps
+    imap, result['imap_capabilities'] = _smoke.imap_connect(imap_host, p['imap_port'], p['imap_security'], **conn)
     try:
+        result['imap_capabilities'] = _smoke.imap_login(imap, p['imap_user'], p['imap_password'])
         uid, count = _smoke.imap_find(imap, p['imap_folder'], tag, p['imap_timeout'])
         result.update(found=uid is not None, folder_count=count)
         if uid is None:
@@ -342,7 +371,7 @@ def run(module):
             _smoke.imap_delete(imap, uid)
             result['deleted'] = True
     finally:
-        _smoke._safe_logout(imap)
+        _smoke.imap_logout(imap)
     return result
 
 
@@ -387,10 +416,13 @@ def main():
         module.fail_json(msg='expect_code only applies with expect=rejected')
     if p['imap_check'] and p['expect'] == 'accepted' and not p['imap_user']:
         module.fail_json(msg='imap_check needs imap_user and imap_password (or set imap_check: false to only send)')
+    result = {'changed': False}
     try:
-        result = run(module)
+        run(module, result)
     except _smoke.SmokeError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **result)
+    except Exception as exc:  # a bug of this module: still one line, with what was learnt
+        module.fail_json(msg='mail_smoke failed unexpectedly: %s: %s' % (type(exc).__name__, exc), **result)
     module.exit_json(**result)
 
 

@@ -1,23 +1,34 @@
-"""Unit-test fixtures: real in-process SMTP (aiosmtpd) and IMAP servers, and a
-self-signed certificate made for the test. No Docker, no network beyond 127.0.0.1."""
+"""Unit-test fixtures: real in-process SMTP (aiosmtpd) and IMAP servers, an SMTP
+server that answers from a script (for broken sessions), a self-signed
+certificate made for the test, and ansible-doc run on this checkout. No
+Docker, no network beyond 127.0.0.1."""
 
 from __future__ import annotations
 
 import datetime
 import email
 import ipaddress
+import os
 import re
 import socket
 import socketserver
 import ssl
+import struct
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
+
 # The collection resolves as ansible_collections.maillab.mailserver.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / '.collections'))
+sys.path.insert(0, str(ROOT / '.collections'))
+
+# What a scripted server does instead of answering: close the connection
+# (FIN), reset it (RST), or say nothing until the client gives up.
+CLOSE, RESET, HANG = 'close', 'reset', 'hang'
 
 
 def free_port():
@@ -127,11 +138,113 @@ def smtp_server(mailbox, server_tls_context):
         controller.stop()
 
 
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def _act(handler, item):
+    """Play one scripted item on a StreamRequestHandler: send a line, or
+    CLOSE/RESET/HANG. False when the session is over."""
+    if item == CLOSE:
+        return False
+    if item == RESET:
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        handler.connection.close()
+        return False
+    if item == HANG:
+        try:
+            while handler.rfile.readline():
+                pass
+        except OSError:
+            pass
+        return False
+    handler.wfile.write(item.encode() + b'\r\n')
+    handler.wfile.flush()
+    return True
+
+
+class _ScriptedSmtpHandler(socketserver.StreamRequestHandler):
+    """An SMTP server that answers each command from a script:
+    {verb: [reply line | CLOSE | RESET | HANG, ...]}. Verbs: GREETING, EHLO,
+    HELO, STARTTLS, AUTH, MAIL, RCPT, DATA, '.' (end of the message), RSET,
+    QUIT; what the script leaves out gets an ordinary answer."""
+
+    DEFAULTS = {
+        'GREETING': ['220 scripted.test ESMTP'],
+        'EHLO': ['250-scripted.test', '250-SIZE 10240000', '250 8BITMIME'],
+        'HELO': ['250 scripted.test'],
+        'MAIL': ['250 2.1.0 Ok'],
+        'RCPT': ['250 2.1.5 Ok'],
+        'DATA': ['354 End data with <CR><LF>.<CR><LF>'],
+        '.': ['250 2.0.0 Ok: queued as 4SCRIPT1'],
+        'RSET': ['250 2.0.0 Ok'],
+        'NOOP': ['250 2.0.0 Ok'],
+        'QUIT': ['221 2.0.0 Bye', CLOSE],
+    }
+
+    def play(self, verb):
+        items = self.server.script.get(verb, self.DEFAULTS.get(verb, ['502 5.5.2 Error: command not recognized']))
+        return all(_act(self, item) for item in items)
+
+    def handle(self):
+        if not self.play('GREETING'):
+            return
+        in_data = False
+        while True:
+            raw = self.rfile.readline()
+            if not raw:
+                return
+            line = raw.decode('utf-8', 'replace').rstrip('\r\n')
+            if in_data:
+                if line != '.':
+                    continue
+                verb, in_data = '.', False
+            else:
+                verb = re.split(r'[ :]', line, maxsplit=1)[0].upper()
+                self.server.commands.append(line)
+                in_data = verb == 'DATA' and self.server.script.get('DATA', self.DEFAULTS['DATA'])[0].startswith('354')
+            if not self.play(verb):
+                return
+
+
+@pytest.fixture
+def scripted_smtp():
+    """Start an SMTP server that answers from a script (see _ScriptedSmtpHandler):
+    scripted_smtp({'MAIL': ['421 4.7.0 Error: too many connections', CLOSE]})
+    -> (port, commands received)."""
+    servers = []
+
+    def start(script=None):
+        server = _Server(('127.0.0.1', 0), _ScriptedSmtpHandler)
+        server.script = dict(script or {})
+        server.commands = []
+        threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+        servers.append(server)
+        return server.server_address[1], server.commands
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
 # --------------------------------------------------------------------------- IMAP
 
 class _ImapHandler(socketserver.StreamRequestHandler):
     """Just enough IMAP4rev1 for the smoke module: CAPABILITY, STARTTLS, LOGIN,
-    SELECT, UID SEARCH HEADER, UID STORE, UID EXPUNGE, EXPUNGE, CLOSE, LOGOUT."""
+    SELECT, UID SEARCH HEADER, UID STORE, UID EXPUNGE, EXPUNGE, CLOSE, LOGOUT.
+
+    The server's faults, {command: [line | CLOSE | RESET | HANG, ...]}, replace
+    the answer to a command ('GREETING', 'LOGIN', 'SELECT', 'UID SEARCH',
+    'UID STORE', ...); '{tag}' in a line is the command's tag."""
+
+    def fault(self, name, tag=''):
+        """Play the fault for name, if any: None (no fault), else whether the session goes on."""
+        items = self.server.faults.get(name)
+        if items is None:
+            return None
+        return all(_act(self, item if item in (CLOSE, RESET, HANG) else item.format(tag=tag)) for item in items)
 
     def send(self, line):
         self.wfile.write(line.encode() + b'\r\n')
@@ -147,13 +260,22 @@ class _ImapHandler(socketserver.StreamRequestHandler):
         self.tls = self.server.implicit_tls
         self.user = None
         self.deleted = set()
-        self.send('* OK [CAPABILITY %s] test IMAP ready' % self.caps())
+        goes_on = self.fault('GREETING')
+        if goes_on is False:
+            return
+        if goes_on is None:
+            self.send('* OK [CAPABILITY %s] test IMAP ready' % self.caps())
         while True:
             raw = self.rfile.readline()
             if not raw:
                 return
             parts = raw.decode().rstrip('\r\n').split(' ')
             tag, cmd, args = parts[0], parts[1].upper(), parts[2:]
+            goes_on = self.fault(cmd + (' ' + args[0].upper() if cmd == 'UID' and args else ''), tag)
+            if goes_on is False:
+                return
+            if goes_on:
+                continue
             if cmd == 'CAPABILITY':
                 self.send('* CAPABILITY ' + self.caps())
                 self.send(tag + ' OK done')
@@ -211,26 +333,22 @@ class _ImapHandler(socketserver.StreamRequestHandler):
         return list(enumerate(self.messages(), 1))
 
 
-class _ImapServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 @pytest.fixture
 def imap_server(mailbox, server_tls_context):
-    """Start a test IMAP server: imap_server(users={...}, mode='plain'|'starttls'|'tls')."""
+    """Start a test IMAP server: imap_server(users={...}, mode='plain'|'starttls'|'tls', faults={...})."""
     servers = []
 
-    def start(users, mode='plain'):
-        server = _ImapServer(('127.0.0.1', 0), _ImapHandler)
+    def start(users, mode='plain', faults=None):
+        server = _Server(('127.0.0.1', 0), _ImapHandler)
         server.mailbox = mailbox
         server.users = users
+        server.faults = dict(faults or {})
         server.starttls = mode == 'starttls'
         server.implicit_tls = mode == 'tls'
         server.tls_context = server_tls_context
         if mode == 'tls':
             server.socket = server_tls_context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
         servers.append(server)
         return server.server_address[1]
 
@@ -242,3 +360,22 @@ def imap_server(mailbox, server_tls_context):
 
 def parse(data):
     return email.message_from_bytes(data)
+
+
+# --------------------------------------------------------------------------- ansible-doc
+
+@pytest.fixture(scope='session')
+def ansible_doc():
+    """Run the ansible-doc next to this Python on this checkout's collection:
+    ansible_doc('-t', 'filter', 'maillab.mailserver.duplicates') -> CompletedProcess."""
+    executable = Path(sys.executable).with_name('ansible-doc')
+    assert executable.exists(), 'ansible-doc is missing next to %s (pip install -r requirements.txt)' % sys.executable
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('ANSIBLE_COLLECTIONS_PATH', 'ANSIBLE_COLLECTIONS_PATHS', 'ANSIBLE_FORCE_COLOR')}
+    env.update(ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1', ANSIBLE_DEPRECATION_WARNINGS='0')
+
+    def run(*args):
+        return subprocess.run([str(executable), *args], cwd=str(ROOT), env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    return run
