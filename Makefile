@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # The highest level built so far.
 LEVEL ?= challenge
 LEVELS := 1 2 3 challenge
-SCENARIOS ?= level1 level2 level3 default public
+SCENARIOS ?= level1 level2 remote level3 default public
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -43,10 +43,14 @@ venv: $(BIN)/.installed
 # Debian packages the tests need: chromium for the web UI test (no browser
 # download works on air-gapped hosts; Playwright drives Debian's build),
 # testssl.sh for the TLS policy test, iproute2 for the test hosts in network
-# namespaces.
-DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2
+# namespaces; openssh-server, sudo and python3-docker for the remote scenario
+# (this machine as a Docker host over SSH: its own sshd on 127.0.0.1:2222, a
+# deploy user with sudo, Debian's Python with the Docker SDK on the target).
+# Each entry is path:package, the package installed when the path is missing.
+DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2 \
+	/usr/sbin/sshd:openssh-server /usr/bin/sudo:sudo /usr/lib/python3/dist-packages/docker/__init__.py:python3-docker
 deps:
-	@missing=; for dep in $(DEB_DEPS); do [ -x "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
+	@missing=; for dep in $(DEB_DEPS); do [ -e "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'apt-get install$$missing' as root)" >&2; exit 1; fi; \
 	  echo "installing Debian's$$missing for the tests"; \
