@@ -8,7 +8,7 @@ LEVEL ?= challenge
 # The levels: the keys of the level table (mailserver_levels in the common
 # role's defaults), the one place that says what each level runs.
 LEVELS := $(shell sed -n '/^mailserver_levels:/,/^[^ ]/s/^  "\{0,1\}\([0-9a-z]*\)"\{0,1\}: .*/\1/p' roles/common/defaults/main.yml)
-SCENARIOS ?= level1 level2 level3 default public
+SCENARIOS ?= level1 level2 remote level3 default public
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -45,10 +45,14 @@ venv: $(BIN)/.installed
 # Debian packages the tests need: chromium for the web UI test (no browser
 # download works on air-gapped hosts; Playwright drives Debian's build),
 # testssl.sh for the TLS policy test, iproute2 for the test hosts in network
-# namespaces.
-DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2
+# namespaces; openssh-server, sudo and python3-docker for the remote scenario
+# (this machine as a Docker host over SSH: its own sshd on 127.0.0.1:2222, a
+# deploy user with sudo, Debian's Python with the Docker SDK on the target).
+# Each entry is path:package, the package installed when the path is missing.
+DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2 \
+	/usr/sbin/sshd:openssh-server /usr/bin/sudo:sudo /usr/lib/python3/dist-packages/docker/__init__.py:python3-docker
 deps:
-	@missing=; for dep in $(DEB_DEPS); do [ -x "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
+	@missing=; for dep in $(DEB_DEPS); do [ -e "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'apt-get install$$missing' as root)" >&2; exit 1; fi; \
 	  echo "installing Debian's$$missing for the tests"; \
