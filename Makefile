@@ -48,7 +48,8 @@ venv: $(BIN)/.installed
 # namespaces; openssh-server, sudo and python3-docker for the remote scenario
 # (this machine as a Docker host over SSH: its own sshd on 127.0.0.1:2222, a
 # deploy user with sudo, Debian's Python with the Docker SDK on the target).
-# Each entry is path:package, the package installed when the path is missing.
+# Each entry is path:package, the package installed when the path is missing
+# (with a policy-rc.d that keeps the packages' services, sshd's, from starting).
 DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2 \
 	/usr/sbin/sshd:openssh-server /usr/bin/sudo:sudo /usr/lib/python3/dist-packages/docker/__init__.py:python3-docker
 deps:
@@ -56,8 +57,11 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'apt-get install$$missing' as root)" >&2; exit 1; fi; \
 	  echo "installing Debian's$$missing for the tests"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
-	    || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
+	  policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+	    printf '#!/bin/sh\n# make deps: start no service while installing\nexit 101\n' > $$policy; chmod 755 $$policy; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  rc=$$?; [ -z "$$policy" ] || rm -f $$policy; \
+	  [ $$rc = 0 ] || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
 	fi
 
 up: venv
