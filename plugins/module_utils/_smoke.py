@@ -223,6 +223,18 @@ def _network_error(kind, host, port, exc, timeout):
     return SmokeError('%s connect to %s: %s' % (kind, where, describe_error(exc, timeout)))
 
 
+
+def _starttls(proto, host, port, timeout, upgrade):
+    """Run upgrade() (the client's STARTTLS) and turn its failures into one
+    line: a handshake failure as a network error of host:port, a refused or
+    broken command as "<proto> STARTTLS: ..."."""
+    try:
+        upgrade()
+    except ssl.SSLError as exc:
+        raise _network_error(proto, host, port, exc, timeout) from exc
+    except SESSION_ERRORS as exc:
+        raise SmokeError('%s STARTTLS: %s' % (proto, describe_error(exc, timeout))) from exc
+
 def _reply(code, msg):
     text = msg.decode('utf-8', 'replace') if isinstance(msg, bytes) else str(msg)
     return {'code': int(code), 'text': ' '.join(text.split())}
@@ -284,12 +296,7 @@ def _smtp_greet(smtp, host, port, security, timeout, validate_certs, ca_path, he
         info['stage'] = 'starttls'
         if not smtp.has_extn('starttls'):
             raise SmokeError('SMTP server at %s does not offer STARTTLS' % _where(host, port))
-        try:
-            smtp.starttls(context=_tls_context(validate_certs, ca_path))
-        except ssl.SSLError as exc:
-            raise _network_error('SMTP', host, port, exc, timeout) from exc
-        except SESSION_ERRORS as exc:
-            raise SmokeError('SMTP STARTTLS: %s' % describe_error(exc, timeout)) from exc
+        _starttls('SMTP', host, port, timeout, lambda: smtp.starttls(context=_tls_context(validate_certs, ca_path)))
         info['tls'] = True
         info['stage'] = 'ehlo'
         with step('SMTP EHLO after STARTTLS', timeout):
@@ -429,12 +436,8 @@ def imap_connect(host, port, security='none', timeout=10, validate_certs=True, c
         if security == 'starttls':
             if 'STARTTLS' not in imap.capabilities:
                 raise SmokeError('IMAP server at %s does not offer STARTTLS' % _where(host, port))
-            try:
-                imap.starttls(ssl_context=_tls_context(validate_certs, ca_path))
-            except ssl.SSLError as exc:
-                raise _network_error('IMAP', host, port, exc, timeout) from exc
-            except SESSION_ERRORS as exc:
-                raise SmokeError('IMAP STARTTLS: %s' % describe_error(exc, timeout)) from exc
+            _starttls('IMAP', host, port, timeout,
+                      lambda: imap.starttls(ssl_context=_tls_context(validate_certs, ca_path)))
     except BaseException:
         _safe_shutdown(imap)
         raise
