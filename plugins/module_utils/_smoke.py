@@ -223,7 +223,6 @@ def _network_error(kind, host, port, exc, timeout):
     return SmokeError('%s connect to %s: %s' % (kind, where, describe_error(exc, timeout)))
 
 
-
 def _starttls(proto, host, port, timeout, upgrade):
     """Run upgrade() (the client's STARTTLS) and turn its failures into one
     line: a handshake failure as a network error of host:port, a refused or
