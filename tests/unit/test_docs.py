@@ -51,3 +51,23 @@ def test_the_makefile_levels_are_the_level_table():
     run = subprocess.run(['make', '-s', 'levels'], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == list(table)
+
+
+def _plugin_names(kind):
+    return sorted(p.stem for p in (ROOT / 'plugins' / kind).glob('*.py') if not p.name.startswith('_'))
+
+
+def test_ansible_doc_renders_every_module_and_lookup():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'))
+    for kind, folder in (('module', 'modules'), ('lookup', 'lookup')):
+        names = ['maillab.mailserver.' + name for name in _plugin_names(folder)]
+        assert names, folder
+        run = subprocess.run([str(Path(sys.executable).with_name('ansible-doc')), '-t', kind, '-j', *names],
+                             capture_output=True, text=True, env=env, cwd=ROOT)
+        assert run.returncode == 0 and 'WARNING' not in run.stderr, run.stderr
+        docs = json.loads(run.stdout)
+        for name in names:
+            assert docs[name]['doc']['short_description'], name
+            assert docs[name]['doc'].get('options'), name
+            if kind == 'module':
+                assert docs[name]['return'], name
