@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.maillab.mailserver.plugins.module_utils import _apt_sources, _crypt, _rspamd_pw
+from ansible_collections.maillab.mailserver.plugins.module_utils import _apt_sources, _config_files, _crypt, _rspamd_pw
 
 
 def mail_password_hashes(users, passwd_file_text='', rounds=10):
@@ -96,12 +96,7 @@ def apt_mirrors(texts):
 
 def duplicates(items):
     """Items that appear more than once, each listed once, in first-seen order."""
-    seen, dups = set(), []
-    for item in items:
-        if item in seen and item not in dups:
-            dups.append(item)
-        seen.add(item)
-    return dups
+    return _config_files.duplicates(items)
 
 
 def docker_networks(names, aliases):

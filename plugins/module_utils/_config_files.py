@@ -27,13 +27,14 @@ def name_problem(name):
     return None
 
 
-def duplicate_names(names):
-    """The names given more than once, in the order first seen twice."""
+def duplicates(items):
+    """Items that appear more than once, each listed once, in first-seen order
+    (also the collection's duplicates filter)."""
     seen, repeated = set(), []
-    for name in names:
-        if name in seen and name not in repeated:
-            repeated.append(name)
-        seen.add(name)
+    for item in items:
+        if item in seen and item not in repeated:
+            repeated.append(item)
+        seen.add(item)
     return repeated
 
 

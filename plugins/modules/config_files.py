@@ -220,7 +220,7 @@ def run(module, result):
 
     problems = ['%s: %s' % (name, _config_files.name_problem(name))
                 for name in names + absent if _config_files.name_problem(name)]
-    repeated = _config_files.duplicate_names(names + absent)
+    repeated = _config_files.duplicates(names + absent)
     if repeated:
         problems.append('named more than once in files or absent: %s' % ', '.join(repeated))
     if problems:

@@ -22,7 +22,7 @@ PLAYBOOK = """
     - name: Render with config_files
       maillab.mailserver.config_files:
         path: "{{ out }}/batched"
-        files:
+        files: &files
           - {dest: plain.txt, src: line.j2}
           - {dest: sub/with-vars.txt, src: line.j2, vars: {greeting: bonjour}}
           - {dest: literal.txt, content: "{{ '{{' }} not a template {{ '}}' }}\\n"}
@@ -37,10 +37,7 @@ PLAYBOOK = """
     - name: Render again, nothing changes
       maillab.mailserver.config_files:
         path: "{{ out }}/batched"
-        files:
-          - {dest: plain.txt, src: line.j2}
-          - {dest: sub/with-vars.txt, src: line.j2, vars: {greeting: bonjour}}
-          - {dest: literal.txt, content: "{{ '{{' }} not a template {{ '}}' }}\\n"}
+        files: *files
       register: again
 
     - name: Report

@@ -27,8 +27,8 @@ def test_names_that_could_leave_the_directory_are_refused(name, words):
 
 
 def test_duplicates_are_named_once_each():
-    assert cf.duplicate_names(['a', 'b', 'a', 'c', 'a', 'b']) == ['a', 'b']
-    assert cf.duplicate_names(['a', 'b']) == []
+    assert cf.duplicates(['a', 'b', 'a', 'c', 'a', 'b']) == ['a', 'b']
+    assert cf.duplicates(['a', 'b']) == []
 
 
 def test_parent_dirs_come_before_their_children_once():
