@@ -102,7 +102,7 @@ def inspect(stack, name):
 # --- Two kinds of ports ---------------------------------------------------------
 
 def test_mail_ports_face_the_public_address_and_admin_ports_never_do(stack):
-    mail = {name: env_port(name) for name in ('SMTP', 'SUBMISSION', 'SMTPS', 'IMAP', 'IMAPS')}
+    mail = {name: env_port(name) for name in ('SMTP', 'SUBMISSION', 'SMTPS', 'IMAP', 'IMAPS', 'MANAGESIEVE')}
     admin = {name: env_port(name) for name in ('ADMIN', 'ADMIN_HTTP', 'RSPAMD')}
     assert PUBLIC != ADMIN
     for name, port in mail.items():
@@ -175,7 +175,8 @@ TESTSSL = shutil.which('testssl') or shutil.which('testssl.sh')
 
 
 @pytest.mark.parametrize('name, starttls', [
-    ('SMTPS', None), ('IMAPS', None), ('SUBMISSION', 'smtp'), ('IMAP', 'imap'), ('SMTP', 'smtp'), ('ADMIN', None)])
+    ('SMTPS', None), ('IMAPS', None), ('SUBMISSION', 'smtp'), ('IMAP', 'imap'), ('SMTP', 'smtp'), ('MANAGESIEVE', 'sieve'),
+    ('ADMIN', None)])
 def test_testssl_finds_only_tls12_and_up_without_cbc_or_vulnerabilities(stack, tmp_path, name, starttls):
     assert TESTSSL, "testssl.sh is missing: make deps installs Debian's package"
     host = ADMIN if name == 'ADMIN' else PUBLIC
