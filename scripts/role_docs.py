@@ -30,7 +30,7 @@ BEGIN, END = '<!-- BEGIN VARIABLES (scripts/role_docs.py) -->', '<!-- END VARIAB
 ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'rspamd', 'backup']
 # Inputs without a default: the play fails naming them when they are needed.
 NO_DEFAULT = {'mailserver_domain', 'mailserver_db_admin_password', 'mailserver_db_reader_password',
-              'mailserver_db_postfix_password', 'mailserver_rspamd_enable_password',
+              'mailserver_db_postfix_password', 'mailserver_db_dkim_password', 'mailserver_rspamd_enable_password',
               'postfixadmin_superadmin', 'postfixadmin_setup_password', 'rspamd_controller_password'}
 # Required whenever their role runs (required: true in the spec).
 REQUIRED = {'mailserver_domain', 'postfixadmin_superadmin', 'postfixadmin_setup_password', 'rspamd_controller_password'}
