@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 import mailclient
-from mailclient import HOST, compose, env_port, submit
+from mailclient import HOST, compose, dkim_dns, env_port, submit
 
 pytestmark = pytest.mark.challenge
 
@@ -170,15 +170,6 @@ def test_submission_is_dkim_signed_with_the_published_key(tls, tag):
     assert dkim.verify(found[0], dnsfunc=dns)
     # Tampering breaks it: the test can fail.
     assert not dkim.verify(found[0].replace(b'quarterly', b'QUARTERLY'), dnsfunc=dns)
-
-
-def dkim_dns(record_path):
-    """dkimpy's DNS lookup answering with the record of a .txt file (a zone line)."""
-    line = open(record_path).read()
-    name, strings = line.split()[0], re.findall(r'"([^"]*)"', line)
-    assert strings and all(len(s) <= 255 for s in strings), line
-    txt = ''.join(strings).encode()
-    return lambda qname, timeout=5: txt if qname.decode().rstrip('.') == name.rstrip('.') else None
 
 
 def test_a_domain_made_in_postfixadmin_is_dkim_signed_without_a_rerun(stack, tls, tag):

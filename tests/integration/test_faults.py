@@ -266,7 +266,7 @@ def test_rebuild_with_fresh_packages_under_traffic_loses_nothing(stack, tls, tag
     refresh stamp) and every container recreated from it while mail flows;
     mail, accounts and logins stay."""
     images = {c: stack.docker('inspect', '-f', '{{.Config.Image}}', stack.prefix + c).stdout.strip()
-              for c in ('mail-smtp', 'mail-imap', 'mail-db', 'mail-admin', 'mail-rspamd', 'mail-redis')}
+              for c in ('mail-smtp', 'mail-imap', 'mail-db', 'mail-admin', 'mail-webmail', 'mail-rspamd', 'mail-redis')}
     runs = []
 
     def fault():

@@ -91,7 +91,7 @@ def imaps(secrets, user):
 def containers(stack):
     out = stack.docker('ps', '-a', '--filter', 'label=org.maillab.stack=' + stack.prefix, '--format', '{{.Names}}')
     names = sorted(out.stdout.split())
-    assert len(names) == 6, names
+    assert len(names) == 7, names
     return names
 
 
@@ -628,7 +628,8 @@ def test_each_service_is_only_on_the_networks_it_needs(stack):
     attached = {name[len(stack.prefix):]: set(inspect(stack, name)['NetworkSettings']['Networks'])
                 for name in containers(stack)}
     assert attached == {'mail-smtp': {mail, db}, 'mail-imap': {mail, db}, 'mail-admin': {mail, db},
-                        'mail-db': {db}, 'mail-rspamd': {mail, redis}, 'mail-redis': {redis}}, attached
+                        'mail-webmail': {mail, db}, 'mail-db': {db}, 'mail-rspamd': {mail, redis},
+                        'mail-redis': {redis}}, attached
     for name in (db, redis):
         assert json.loads(stack.docker('network', 'inspect', name).stdout)[0]['Internal'] is True, name
     assert json.loads(stack.docker('network', 'inspect', mail).stdout)[0]['Internal'] is False

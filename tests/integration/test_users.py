@@ -5,13 +5,10 @@ Apple's profile) for every hosted domain, the database's included."""
 
 from __future__ import annotations
 
-import base64
 import imaplib
 import os
 import plistlib
-import re
 import smtplib
-import socket
 import ssl
 import subprocess
 import time
@@ -20,72 +17,11 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import mailclient
-from mailclient import HOST, compose, env_port
+from mailclient import HOST, ManageSieve, compose, env_port, sasl_mechanisms
 
 pytestmark = pytest.mark.level3
 
 USER, PASSWORD = 'user1@example.com', 'password'
-
-
-class ManageSieve:
-    """A ManageSieve (RFC 5804) session over a socket, STARTTLS on demand."""
-
-    def __init__(self, port, timeout=15):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.file = self.sock.makefile('rb')
-        self.capabilities = self.response()[1]
-
-    def line(self):
-        data = self.file.readline()
-        if not data:
-            raise ConnectionError('ManageSieve server closed the connection')
-        return data.decode('utf-8', 'replace').rstrip('\r\n')
-
-    def response(self):
-        """Lines up to the status line; returns (status, lines before it, status line)."""
-        lines = []
-        while True:
-            line = self.line()
-            status = line.split(' ', 1)[0].upper()
-            if status in ('OK', 'NO', 'BYE'):
-                return status, lines, line
-            lines.append(line)
-
-    def command(self, text):
-        self.sock.sendall(text.encode('utf-8') + b'\r\n')
-        return self.response()
-
-    def starttls(self, context):
-        status, _lines, line = self.command('STARTTLS')
-        assert status == 'OK', line
-        self.sock = context.wrap_socket(self.sock, server_hostname='localhost')
-        self.file = self.sock.makefile('rb')
-        # RFC 5804: the server sends its capabilities again after TLS.
-        self.capabilities = self.response()[1]
-
-    def authenticate(self, user, password):
-        token = base64.b64encode(('\0%s\0%s' % (user, password)).encode()).decode()
-        return self.command('AUTHENTICATE "PLAIN" "%s"' % token)
-
-    def putscript(self, name, script):
-        data = script.encode('utf-8')
-        self.sock.sendall(b'PUTSCRIPT "%s" {%d+}\r\n' % (name.encode(), len(data)) + data + b'\r\n')
-        return self.response()
-
-    def close(self):
-        try:
-            self.sock.sendall(b'LOGOUT\r\n')
-        except OSError:
-            pass
-        self.sock.close()
-
-
-def sasl_mechanisms(capabilities):
-    for line in capabilities:
-        match = re.match(r'"SASL"\s+"([^"]*)"', line, re.I)
-        if match:
-            return match.group(1).split()
-    return []
 
 
 def test_managesieve_refuses_authentication_before_starttls(tls):

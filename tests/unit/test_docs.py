@@ -19,7 +19,7 @@ def test_readme_variables_match_argument_specs():
     assert run.returncode == 0, run.stderr
 
 
-ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'rspamd', 'backup']
+ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'webmail', 'rspamd', 'backup']
 
 
 def _role_doc(role):
