@@ -94,8 +94,11 @@ def test_mailbox_created_in_the_web_ui_receives_mail_at_once(stack, tag):
         tls = ssl.create_default_context(cafile=os.environ['MAILLAB_CA'])
         imap = mailclient.imaps_login(tls, address, password, port=int(os.environ['MAILLAB_IMAPS_PORT']))
         uids = mailclient.wait_uids(imap, 'BODY', '"web %s"' % tag, timeout=15)
+        # PostfixAdmin's welcome mail (its form sends one by default) arrived too.
+        welcome = mailclient.wait_uids(imap, 'SUBJECT', 'Welcome', timeout=15)
         imap.logout()
         assert uids, 'the mailbox made in the web UI did not receive the message'
+        assert welcome, 'the welcome mail of the new mailbox did not arrive'
     finally:
         for table, args in (('mailbox', [address]), ('domain', [domain])):
             stack.docker('exec', '-u', 'www-data', stack.prefix + 'mail-admin', 'postfixadmin-cli', table,
