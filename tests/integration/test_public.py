@@ -425,20 +425,37 @@ def test_every_container_drops_capabilities_and_has_limits(stack):
     assert int(status, 16) & ((1 << 13) | (1 << 21)) == 0, status
 
 
-def test_postfixs_database_user_cannot_read_password_hashes(stack, secrets):
+# Each service's database user reads what it needs and no password hash:
+# (user, its secret, a query it needs, what that returns, queries it must not run).
+LEAST_PRIVILEGE = [
+    ('mailpostfix', 'mailserver_db_postfix_password',
+     "SELECT maildir FROM mailbox WHERE username = 'user1@example.com' AND active = '1'", 'example.com/user1/',
+     ['SELECT password FROM mailbox', 'SELECT * FROM mailbox', 'SELECT password FROM admin']),
+    ('maildkim', 'mailserver_db_dkim_password',
+     "SELECT domain FROM domain WHERE domain = 'example.com' AND active = '1' AND backupmx = '0'", 'example.com',
+     ['SELECT password FROM mailbox', 'SELECT username FROM mailbox', 'SELECT * FROM domain']),
+    ('roundcube_pw', 'mailserver_db_password_changer_password',
+     "SELECT username FROM mailbox WHERE username = 'user1@example.com' AND active = '1'", 'user1@example.com',
+     ['SELECT password FROM mailbox', 'SELECT * FROM mailbox', 'SELECT password FROM admin',
+      "UPDATE mailbox SET maildir = 'x' WHERE username = 'nobody@example.com'"]),
+]
+
+
+@pytest.mark.parametrize('user, secret, good, want, bad', LEAST_PRIVILEGE, ids=[row[0] for row in LEAST_PRIVILEGE])
+def test_service_database_users_cannot_read_password_hashes(stack, secrets, user, secret, good, want, bad):
     db = stack.prefix + 'mail-db'
-    creds = '[client]\nuser=mailpostfix\npassword=%s\nhost=127.0.0.1\n' % secrets['mailserver_db_postfix_password']
+    creds = '[client]\nuser=%s\npassword=%s\nhost=127.0.0.1\n' % (user, secrets[secret])
 
     def query(sql):
         return subprocess.run(['docker', 'exec', '-i', db, 'bash', '-c',
                                'mariadb --defaults-extra-file=<(cat) -N -B postfixadmin -e "$0"', sql],
                               input=creds, capture_output=True, text=True, timeout=60)
 
-    good = query("SELECT maildir FROM mailbox WHERE username = 'user1@example.com' AND active = '1'")
-    assert good.returncode == 0 and good.stdout.strip() == 'example.com/user1/', good.stderr
-    for sql in ('SELECT password FROM mailbox', 'SELECT * FROM mailbox', 'SELECT password FROM admin'):
-        bad = query(sql)
-        assert bad.returncode != 0 and 'denied' in bad.stderr, (sql, bad.stdout, bad.stderr)
+    allowed = query(good)
+    assert allowed.returncode == 0 and allowed.stdout.strip() == want, (user, allowed.stdout, allowed.stderr)
+    for sql in bad:
+        refused = query(sql)
+        assert refused.returncode != 0 and 'denied' in refused.stderr, (user, sql, refused.stdout, refused.stderr)
 
 
 # --- Behind a load balancer: the PROXY protocol -------------------------------------------
