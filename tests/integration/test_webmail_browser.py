@@ -11,6 +11,7 @@ import glob
 import imaplib
 import json
 import os
+import plistlib
 import smtplib
 import subprocess
 import time
@@ -148,6 +149,16 @@ def test_a_user_reads_sends_filters_marks_spam_and_changes_the_password_in_round
                 page.wait_for_timeout(1500)
                 shot(page, '6-filter-saved')
 
+                # Settings > Mail programs: the server settings, and the Apple profile.
+                page.goto(base + '?_task=settings&_action=plugin.maillab_devices')
+                page.wait_for_load_state('networkidle')
+                assert 'mail.%s:%d' % (stack.domain, env_port('IMAPS')) in page.inner_text('#maillab-devices')
+                shot(page, '7-devices')
+                with page.expect_download() as download:
+                    page.click('#maillab-mobileconfig')
+                profile = plistlib.loads(Path(download.value.path()).read_bytes())
+                assert profile['PayloadContent'][0]['EmailAddress'] == USER
+
                 # A new password (the plugin's rules: 10 characters or more).
                 page.goto(base + '?_task=settings&_action=plugin.password')
                 page.wait_for_load_state('networkidle')
@@ -156,7 +167,7 @@ def test_a_user_reads_sends_filters_marks_spam_and_changes_the_password_in_round
                 page.fill('#confpasswd', new_password)
                 page.click('button.submit')
                 page.wait_for_timeout(2000)
-                shot(page, '7-password')
+                shot(page, '8-password')
                 changed = True
             finally:
                 browser.close()
