@@ -7,7 +7,6 @@ import json
 import os
 import re
 import smtplib
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +14,7 @@ import urllib.request
 import pytest
 
 import mailclient
-from mailclient import HOST, compose, dkim_dns, env_port, submit
+from mailclient import HOST, compose, env_port, submit
 
 pytestmark = pytest.mark.challenge
 
@@ -170,40 +169,6 @@ def test_submission_is_dkim_signed_with_the_published_key(tls, tag):
     assert dkim.verify(found[0], dnsfunc=dns)
     # Tampering breaks it: the test can fail.
     assert not dkim.verify(found[0].replace(b'quarterly', b'QUARTERLY'), dnsfunc=dns)
-
-
-def test_a_domain_made_in_postfixadmin_is_dkim_signed_without_a_rerun(stack, tls, tag):
-    import dkim
-    domain = 'dk%s.example' % tag[:8]
-    address, password = 'writer@' + domain, 'Dkim-pass-%s-7' % tag[:6]
-    admin = stack.prefix + 'mail-admin'
-    record = os.path.join(os.environ['MAILLAB_DKIM_DIR'], '%s.mail.txt' % domain)
-    # What PostfixAdmin's forms do (the browser test drives the forms themselves).
-    stack.docker('exec', '-u', 'www-data', admin, 'postfixadmin-cli', 'domain', 'add', domain, '--active', '1')
-    try:
-        run = subprocess.run(['docker', 'exec', '-i', '-u', 'www-data', admin, 'maillab-pfa-cli', 'mailbox', 'add', address,
-                              '--password', '@stdin', '--password2', '@stdin', '--name', 'Writer', '--active', '1',
-                              '--welcome-mail', '0'], input='%s\n%s\n' % (password, password),
-                             capture_output=True, text=True, timeout=60)
-        assert run.returncode == 0 and 'error' not in run.stdout.lower(), run.stdout + run.stderr
-        # The documented delay: rspamd_dkim_scan_interval (30 s), plus the key's making.
-        deadline = time.monotonic() + 45
-        while not os.path.exists(record) and time.monotonic() < deadline:
-            time.sleep(1)
-        assert os.path.exists(record), 'no DKIM key for %s 45 s after it was made in PostfixAdmin' % domain
-        assert submit(tls, 'dkdb ' + tag, PROSE, user=address, password=password) == {}
-        found = find(tls, 'dkdb ' + tag, user='user2@example.com')
-        assert len(found) == 1 and b'DKIM-Signature:' in found[0], 'not signed'
-        unfolded = re.sub(rb'\r?\n[ \t]+', b' ', found[0])
-        assert re.search(rb'DKIM-Signature:[^\n]*\bd=%s;' % re.escape(domain.encode()), unfolded), 'signed for another domain'
-        assert dkim.verify(found[0], dnsfunc=dkim_dns(record))
-    finally:
-        stack.docker('exec', '-u', 'www-data', admin, 'postfixadmin-cli', 'mailbox', 'delete', address, check=False)
-        stack.docker('exec', '-u', 'www-data', admin, 'postfixadmin-cli', 'domain', 'delete', domain, check=False)
-        for suffix in ('key', 'pub', 'txt'):
-            path = os.path.join(os.environ['MAILLAB_DKIM_DIR'], '%s.mail.%s' % (domain, suffix))
-            if os.path.exists(path):
-                os.unlink(path)
 
 
 def test_moving_into_and_out_of_junk_trains_rspamd(stack, tls, tag):
