@@ -136,22 +136,25 @@ def test_thunderbird_finds_the_server_by_autoconfig_host_name_and_logs_in(stack)
     # (which points at loopback here), verify its certificate and log in.
     context = ssl_for(name)
     for kind, server_port, socket_type in sorted(servers):
-        if kind == 'imap':
-            if socket_type == 'SSL':
-                client = imaplib.IMAP4_SSL(HOST, server_port, ssl_context=context, timeout=15)
-            else:
-                client = imaplib.IMAP4(HOST, server_port, timeout=15)
-                client.starttls(ssl_context=context)
-            client.login(USER, PASSWORD)
-            client.logout()
-        else:
-            if socket_type == 'SSL':
-                client = smtplib.SMTP_SSL(HOST, server_port, context=context, timeout=15)
-            else:
-                client = smtplib.SMTP(HOST, server_port, timeout=15)
-                client.starttls(context=context)
-            client.login(USER, PASSWORD)
-            client.quit()
+        client = OPENERS[kind, socket_type](server_port, context)
+        client.login(USER, PASSWORD)
+        client.logout() if kind == 'imap' else client.quit()
+
+
+def _after(client, method, **kwargs):
+    getattr(client, method)(**kwargs)
+    return client
+
+
+# How a mail program opens each (server kind, socket type) of the autoconfig file.
+OPENERS = {
+    ('imap', 'SSL'): lambda port, context: imaplib.IMAP4_SSL(HOST, port, ssl_context=context, timeout=15),
+    ('imap', 'STARTTLS'): lambda port, context: _after(imaplib.IMAP4(HOST, port, timeout=15), 'starttls',
+                                                       ssl_context=context),
+    ('smtp', 'SSL'): lambda port, context: smtplib.SMTP_SSL(HOST, port, context=context, timeout=15),
+    ('smtp', 'STARTTLS'): lambda port, context: _after(smtplib.SMTP(HOST, port, timeout=15), 'starttls',
+                                                       context=context),
+}
 
 
 def ssl_for(name):
