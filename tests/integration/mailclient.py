@@ -106,8 +106,8 @@ def greets(port, timeout=60, interval=0.3, host=HOST):
 class ManageSieve:
     """A ManageSieve (RFC 5804) session over a socket, STARTTLS on demand."""
 
-    def __init__(self, port, timeout=15):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, timeout=15, host=HOST):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.file = self.sock.makefile('rb')
         self.capabilities = self.response()[1]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mailclient import compose, env_port
+from mailclient import ManageSieve, compose, env_port
 
 pytestmark = pytest.mark.public
 
@@ -175,8 +175,7 @@ TESTSSL = shutil.which('testssl') or shutil.which('testssl.sh')
 
 
 @pytest.mark.parametrize('name, starttls', [
-    ('SMTPS', None), ('IMAPS', None), ('SUBMISSION', 'smtp'), ('IMAP', 'imap'), ('SMTP', 'smtp'), ('MANAGESIEVE', 'sieve'),
-    ('ADMIN', None)])
+    ('SMTPS', None), ('IMAPS', None), ('SUBMISSION', 'smtp'), ('IMAP', 'imap'), ('SMTP', 'smtp'), ('ADMIN', None)])
 def test_testssl_finds_only_tls12_and_up_without_cbc_or_vulnerabilities(stack, tmp_path, name, starttls):
     assert TESTSSL, "testssl.sh is missing: make deps installs Debian's package"
     host = ADMIN if name == 'ADMIN' else PUBLIC
@@ -201,6 +200,41 @@ def test_testssl_finds_only_tls12_and_up_without_cbc_or_vulnerabilities(stack, t
     vulnerable = [f for f in findings if 'VULNERABLE' in f.get('finding', '').upper()
                   and 'NOT VULNERABLE' not in f.get('finding', '').upper()]
     assert not vulnerable, '%s: %s' % (name, vulnerable)
+
+
+def sieve_handshake(ciphers, version):
+    """STARTTLS on the public ManageSieve port with a client that offers only
+    the given TLS version and suites; returns (version, suite) or the
+    handshake's error."""
+    ctx = tls_context()
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_ciphers(ciphers + ':@SECLEVEL=0')
+    session = ManageSieve(env_port('MANAGESIEVE'), host=PUBLIC)
+    try:
+        session.starttls(ctx)
+        return session.sock.version(), session.sock.cipher()[0]
+    except (ssl.SSLError, ConnectionError) as err:
+        return err
+    finally:
+        session.close()
+
+
+def test_managesieve_speaks_only_tls12_and_up_with_aead_suites(stack):
+    """The checks testssl.sh makes on the other ports (Debian 12's testssl.sh
+    has no ManageSieve STARTTLS), made by a client after STARTTLS: TLS 1.0
+    and 1.1 and CBC suites are refused by the server, ECDHE with AES-GCM or
+    ChaCha20-Poly1305 over TLS 1.2 and TLS 1.3 are spoken."""
+    for version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        got = sieve_handshake('ALL', version)
+        assert isinstance(got, ssl.SSLError), 'ManageSieve speaks %s: %s' % (version.name, got)
+        # Refused by the server (its alert), not by this client's OpenSSL.
+        assert 'NO_PROTOCOLS_AVAILABLE' not in str(got) and 'PROTOCOL_VERSION' in str(got).upper(), got
+    cbc = sieve_handshake('ECDHE+SHA1:ECDHE+SHA256:ECDHE+SHA384', ssl.TLSVersion.TLSv1_2)
+    assert isinstance(cbc, ssl.SSLError) and 'HANDSHAKE_FAILURE' in str(cbc).upper(), 'CBC suite accepted: %s' % (cbc,)
+    for suites in ('ECDHE+AESGCM', 'ECDHE+CHACHA20'):
+        version, suite = sieve_handshake(suites, ssl.TLSVersion.TLSv1_2)
+        assert version == 'TLSv1.2' and ('GCM' in suite or 'CHACHA20' in suite), (suites, version, suite)
+    assert sieve_handshake('ALL', ssl.TLSVersion.TLSv1_3)[0] == 'TLSv1.3'
 
 
 # --- Clients with their own addresses ----------------------------------------------------
@@ -640,17 +674,18 @@ def test_the_web_login_is_throttled_per_client_address(stack, secrets):
 
 def test_each_service_is_only_on_the_networks_it_needs(stack):
     """The database and Redis sit on internal networks (no egress) with only
-    their clients; Rspamd cannot even resolve the database, nor Postfix Redis."""
+    their clients (Rspamd reads the hosted domains for their DKIM keys);
+    Postfix cannot even resolve Redis, nor the database Redis."""
     mail, db, redis = stack.network, stack.prefix + 'mail-dbnet', stack.prefix + 'mail-redisnet'
     attached = {name[len(stack.prefix):]: set(inspect(stack, name)['NetworkSettings']['Networks'])
                 for name in containers(stack)}
     assert attached == {'mail-smtp': {mail, db}, 'mail-imap': {mail, db}, 'mail-admin': {mail, db},
-                        'mail-webmail': {mail, db}, 'mail-db': {db}, 'mail-rspamd': {mail, redis},
+                        'mail-webmail': {mail, db}, 'mail-db': {db}, 'mail-rspamd': {mail, db, redis},
                         'mail-redis': {redis}}, attached
     for name in (db, redis):
         assert json.loads(stack.docker('network', 'inspect', name).stdout)[0]['Internal'] is True, name
     assert json.loads(stack.docker('network', 'inspect', mail).stdout)[0]['Internal'] is False
-    for container, peer, reachable_ in (('mail-rspamd', 'db', False), ('mail-smtp', 'redis', False),
+    for container, peer, reachable_ in (('mail-db', 'redis', False), ('mail-smtp', 'redis', False),
                                         ('mail-smtp', 'db', True), ('mail-rspamd', 'redis', True)):
         run = stack.docker('exec', stack.prefix + container, 'getent', 'hosts', peer, check=False)
         assert (run.returncode == 0) == reachable_, (container, peer, run.stdout, run.stderr)
