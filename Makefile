@@ -47,11 +47,14 @@ venv: $(BIN)/.installed
 # testssl.sh for the TLS policy test, iproute2 for the test hosts in network
 # namespaces; openssh-server, sudo and python3-docker for the remote scenario
 # (this machine as a Docker host over SSH: its own sshd on 127.0.0.1:2222, a
-# deploy user with sudo, Debian's Python with the Docker SDK on the target).
+# deploy user with sudo, Debian's Python with the Docker SDK on the target);
+# bind9-utils for named-checkzone, which the unit tests of the DNS zone
+# (tests/unit/plugins/module_utils/test_dns_zone.py) load every zone with.
 # Each entry is path:package, the package installed when the path is missing
 # (with a policy-rc.d that keeps the packages' services, sshd's, from starting).
 DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2 \
-	/usr/sbin/sshd:openssh-server /usr/bin/sudo:sudo /usr/lib/python3/dist-packages/docker/__init__.py:python3-docker
+	/usr/sbin/sshd:openssh-server /usr/bin/sudo:sudo /usr/lib/python3/dist-packages/docker/__init__.py:python3-docker \
+	/usr/bin/named-checkzone:bind9-utils
 deps:
 	@missing=; for dep in $(DEB_DEPS); do [ -e "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
