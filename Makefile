@@ -109,7 +109,7 @@ lint: venv
 	for p in playbooks/*.yml; do $(BIN)/ansible-playbook --syntax-check "$$p" || exit 1; done
 	for p in level1 level2 level3 challenge; do $(BIN)/ansible-playbook --syntax-check maillab.mailserver.$$p || exit 1; done
 
-unit: venv
+unit: venv deps
 	$(BIN)/python -m pytest -q tests/unit
 
 molecule: venv deps
