@@ -20,7 +20,7 @@ LEVEL_CHOICES := $(subst $(empty) $(empty),|,$(LEVELS))
 ANSIBLE_ARGS ?=
 
 .PHONY: help venv deps up down purge rebuild test lint unit molecule bench levels
-.PHONY: backup restore
+.PHONY: backup restore dns
 
 help:
 	@echo "make up [LEVEL=$(LEVEL_CHOICES)]     bring the lab stack up (default: level $(LEVEL))"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench [LEVEL=...]    throughput, latency, provisioning and footprint (after make up)"
 	@echo "make backup [BACKUP_DIR=...]  one archive of the running stack (default /var/backups/maillab/default)"
 	@echo "make restore BACKUP=...   restore an archive (converges the stack to its level first)"
+	@echo "make dns                  print the DNS records of every hosted domain (zone files)"
 
 # The virtualenv, re-made when requirements.txt changes.
 $(BIN)/.installed: requirements.txt
@@ -97,6 +98,12 @@ backup: venv
 restore: venv
 	@test -n "$(BACKUP)" || { echo "make restore BACKUP=/path/to/maillab-....tar (an archive written by make backup)" >&2; exit 2; }
 	$(BIN)/ansible-playbook playbooks/restore.yml -e backup_archive="$(abspath $(BACKUP))" $(ANSIBLE_ARGS)
+
+# The DNS records to publish for every hosted domain of the running stack,
+# one zone file each (mailserver_config_dir/dns); ANSIBLE_ARGS adds options,
+# e.g. ANSIBLE_ARGS="-e dns_ipv4=[203.0.113.25] -e dns_dnssec=true".
+dns: venv
+	$(BIN)/ansible-playbook playbooks/dns.yml $(ANSIBLE_ARGS)
 
 # The levels as the Makefile reads them (a unit test compares them with the table).
 levels:

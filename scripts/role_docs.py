@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / 'README.md'
 BEGIN, END = '<!-- BEGIN VARIABLES (scripts/role_docs.py) -->', '<!-- END VARIABLES -->'
-ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'webmail', 'rspamd', 'backup']
+ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'webmail', 'rspamd', 'backup', 'dns']
 # Inputs without a default: the play fails naming them when they are needed.
 NO_DEFAULT = {'mailserver_domain', 'mailserver_db_admin_password', 'mailserver_db_reader_password',
               'mailserver_db_postfix_password', 'mailserver_db_dkim_password', 'mailserver_db_webmail_password',

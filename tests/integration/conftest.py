@@ -159,3 +159,14 @@ def dialogue():
 @pytest.fixture
 def tag():
     return uuid.uuid4().hex[:16]
+
+
+@pytest.fixture
+def database_domain(stack, tag):
+    """A domain that exists only in the database (as made in PostfixAdmin)."""
+    domain = 'auto%s.example' % tag[:6]
+    admin = stack.prefix + 'mail-admin'
+    stack.docker('exec', '-u', 'www-data', admin, 'postfixadmin-cli', 'domain', 'add', domain,
+                 '--aliases', '0', '--mailboxes', '0', '--active', '1')
+    yield domain
+    stack.docker('exec', '-u', 'www-data', admin, 'postfixadmin-cli', 'domain', 'delete', domain, check=False)

@@ -111,17 +111,6 @@ def thunderbird_servers(body):
     return provider, names, servers
 
 
-@pytest.fixture
-def database_domain(stack, tag):
-    """A domain that exists only in the database (as made in PostfixAdmin)."""
-    domain = 'auto%s.example' % tag[:6]
-    admin = stack.prefix + 'mail-admin'
-    stack.docker('exec', '-u', 'www-data', admin, 'postfixadmin-cli', 'domain', 'add', domain,
-                 '--aliases', '0', '--mailboxes', '0', '--active', '1')
-    yield domain
-    stack.docker('exec', '-u', 'www-data', admin, 'postfixadmin-cli', 'domain', 'delete', domain, check=False)
-
-
 def test_thunderbird_finds_the_server_by_autoconfig_host_name_and_logs_in(stack):
     port = env_port('ADMIN')
     host = 'autoconfig.' + stack.domain

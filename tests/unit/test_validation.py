@@ -34,3 +34,10 @@ def test_dovecots_own_limit_counts_too():
     out = ' '.join((run.stdout + run.stderr).split())
     assert run.returncode != 0
     assert 'postfix_lmtp_concurrency (5) is above dovecot_lmtp_user_concurrency_limit (3)' in out, out[-2000:]
+
+
+def test_a_dnssec_resolver_that_is_no_address_is_refused_naming_the_variable():
+    run = _play('level1.yml', '-e', '{"postfix_dnssec_resolvers": ["resolver.example"]}')
+    out = ' '.join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert 'postfix_dnssec_resolvers must be a list of resolver IP addresses' in out, out[-2000:]
