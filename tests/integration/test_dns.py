@@ -43,8 +43,9 @@ DKIM_DELAY = 45
 def make_dns(out_dir, *extra):
     """Run the DNS playbook against the stack under test (its inventory),
     the zones written to out_dir; returns the play's output."""
-    run = subprocess.run([sys.executable, '-m', 'ansible.cli.playbook', '-i', os.environ['MAILLAB_INVENTORY'],
-                          'playbooks/dns.yml', '-e', 'dns_output_dir=%s' % out_dir, '-e', 'dns_dnssec=true', *extra],
+    # The lab's values, then the scenario's (names, ports, config dir).
+    run = subprocess.run([sys.executable, '-m', 'ansible.cli.playbook', '-i', str(ROOT / 'inventories/lab/hosts.yml'),
+                          '-i', os.environ['MAILLAB_INVENTORY'], 'playbooks/dns.yml', '-e', 'dns_output_dir=%s' % out_dir, '-e', 'dns_dnssec=true', *extra],
                          cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1'))
     out = run.stdout + run.stderr
@@ -116,7 +117,7 @@ def test_every_hosted_domain_gets_a_zone_that_named_checkzone_loads(stack, zones
         assert dmarc and dmarc[0].startswith('v=DMARC1; p=') and 'rua=mailto:postmaster@%s' % domain in dmarc[0]
         assert txt(zone, '_smtp._tls.%s.' % domain) == ['v=TLSRPTv1; rua=mailto:postmaster@%s' % domain]
         srv = zone.get_rdataset('_submission._tcp.%s.' % domain, 'SRV')
-        assert [(r.port, r.target.to_text()) for r in srv] == [(587, 'mail.%s.' % stack.domain)]
+        assert [(r.port, r.target.to_text()) for r in srv] == [(env_port('SUBMISSION'), 'mail.%s.' % stack.domain)]
         # The DKIM record is the one the stack wrote next to the domain's key.
         record_file = wait_dkim_record(domain)
         selector = record_file.name[len(domain) + 1:-len('.txt')]
@@ -128,7 +129,7 @@ def test_every_hosted_domain_gets_a_zone_that_named_checkzone_loads(stack, zones
 def test_the_published_dkim_record_verifies_mail_an_authenticated_user_sends(stack, tls, tag, zones):
     out_dir, _out, _made = zones
     zone = check_zone(stack.domain, out_dir / ('%s.zone' % stack.domain))
-    subject = 'dns-dkim %s' % tag
+    subject = 'dns-dkim-%s' % tag
     submit(tls, subject, 'signed with the key of the published record')
     imap = imaps_login(tls, 'user2@example.com', 'password')
     try:
