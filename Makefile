@@ -49,13 +49,14 @@ venv: $(BIN)/.installed
 # namespaces; openssh-server, sudo and python3-docker for the remote scenario
 # (this machine as a Docker host over SSH: its own sshd on 127.0.0.1:2222, a
 # deploy user with sudo, Debian's Python with the Docker SDK on the target);
-# bind9-utils for named-checkzone, which the unit tests of the DNS zone
+# pebble (an ACME test server, offline) for the ACME test of the level 3
+# scenario; bind9-utils for named-checkzone, which the unit tests of the DNS zone
 # (tests/unit/plugins/module_utils/test_dns_zone.py) load every zone with.
 # Each entry is path:package, the package installed when the path is missing
 # (with a policy-rc.d that keeps the packages' services, sshd's, from starting).
 DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2 \
 	/usr/sbin/sshd:openssh-server /usr/bin/sudo:sudo /usr/lib/python3/dist-packages/docker/__init__.py:python3-docker \
-	/usr/bin/named-checkzone:bind9-utils
+	/usr/bin/named-checkzone:bind9-utils /usr/bin/pebble:pebble
 deps:
 	@missing=; for dep in $(DEB_DEPS); do [ -e "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
