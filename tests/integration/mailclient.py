@@ -164,13 +164,16 @@ def sasl_mechanisms(capabilities):
     return []
 
 
-def dkim_dns(record_path):
-    """dkimpy's DNS lookup answering with the record of a .txt file (a zone
-    line "name. IN TXT "..." "..."", as the stack writes next to each key)."""
-    with open(record_path) as handle:
-        line = handle.read()
-    name, strings = line.split()[0], re.findall(r'"([^"]*)"', line)
-    if not strings or any(len(s) > 255 for s in strings):
-        raise AssertionError('not a zone file TXT line: %r' % line)
-    txt = ''.join(strings).encode()
-    return lambda qname, timeout=5: txt if qname.decode().rstrip('.') == name.rstrip('.') else None
+def dkim_dns(record_paths):
+    """dkimpy's DNS lookup answering with the records of .txt files (a zone
+    line "name. IN TXT "..." "..."", as the stack writes next to each key):
+    one path or several (a domain's keys while one is rotated)."""
+    records = {}
+    for path in [record_paths] if isinstance(record_paths, str) else record_paths:
+        with open(path) as handle:
+            line = handle.read()
+        name, strings = line.split()[0], re.findall(r'"([^"]*)"', line)
+        if not strings or any(len(s) > 255 for s in strings):
+            raise AssertionError('not a zone file TXT line: %r' % line)
+        records[name.rstrip('.').lower()] = ''.join(strings).encode()
+    return lambda qname, timeout=5: records.get(qname.decode().rstrip('.').lower())
