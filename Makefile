@@ -8,7 +8,7 @@ LEVEL ?= challenge
 # The levels: the keys of the level table (mailserver_levels in the common
 # role's defaults), the one place that says what each level runs.
 LEVELS := $(shell sed -n '/^mailserver_levels:/,/^[^ ]/s/^  "\{0,1\}\([0-9a-z]*\)"\{0,1\}: .*/\1/p' roles/common/defaults/main.yml)
-SCENARIOS ?= level1 level2 remote level3 default public
+SCENARIOS ?= level1 level2 remote level3 default public multihost
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -59,12 +59,15 @@ venv: $(BIN)/.installed
 # deploy user with sudo, Debian's Python with the Docker SDK on the target);
 # pebble (an ACME test server, offline) for the ACME test of the level 3
 # scenario; bind9-utils for named-checkzone, which the unit tests of the DNS zone
-# (tests/unit/plugins/module_utils/test_dns_zone.py) load every zone with.
+# (tests/unit/plugins/module_utils/test_dns_zone.py) load every zone with;
+# fuse-overlayfs, iptables and dockerd for the multihost scenario's hosts
+# (each runs its own Docker Engine in a network namespace).
 # Each entry is path:package, the package installed when the path is missing
 # (with a policy-rc.d that keeps the packages' services, sshd's, from starting).
 DEB_DEPS := /usr/bin/chromium:chromium /usr/bin/testssl:testssl.sh /usr/bin/ip:iproute2 \
 	/usr/sbin/sshd:openssh-server /usr/bin/sudo:sudo /usr/lib/python3/dist-packages/docker/__init__.py:python3-docker \
-	/usr/bin/named-checkzone:bind9-utils /usr/bin/pebble:pebble
+	/usr/bin/named-checkzone:bind9-utils /usr/bin/pebble:pebble \
+	/usr/bin/fuse-overlayfs:fuse-overlayfs /usr/sbin/iptables:iptables /usr/sbin/dockerd:docker.io
 deps:
 	@missing=; for dep in $(DEB_DEPS); do [ -e "$${dep%%:*}" ] || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
