@@ -29,9 +29,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / 'README.md'
 BEGIN, END = '<!-- BEGIN VARIABLES (scripts/role_docs.py) -->', '<!-- END VARIABLES -->'
-ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'webmail', 'rspamd', 'backup', 'dns']
+ROLES = ['common', 'postfix', 'dovecot', 'mariadb', 'postfixadmin', 'webmail', 'rspamd', 'backup', 'dns', 'mailbox_move']
 # Inputs without a default: the play fails naming them when they are needed.
-NO_DEFAULT = {'mailserver_domain', 'mailserver_db_admin_password', 'mailserver_db_reader_password',
+NO_DEFAULT = {'mailserver_domain', 'mailbox_move_user', 'mailbox_move_store', 'mailserver_db_admin_password', 'mailserver_db_reader_password',
               'mailserver_db_postfix_password', 'mailserver_db_dkim_password', 'mailserver_db_webmail_password',
               'mailserver_db_password_changer_password', 'mailserver_rspamd_enable_password',
               'postfixadmin_superadmin', 'postfixadmin_setup_password', 'rspamd_controller_password'}

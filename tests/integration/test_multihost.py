@@ -12,19 +12,21 @@ Environment (the scenario's verify.yml sets it from the inventory):
   MAILLAB_MH_STORES   store name=host name,... (mailserver_stores, and the test host holding each)
   MAILLAB_MH_DB       the database hosts (Galera nodes)
   MAILLAB_MH_HOSTS_SH the hosts' script (cut / mend a host's network)
+  MAILLAB_MH_INVENTORY the scenario's inventory (the mailbox move playbook runs on it)
   MAILLAB_CA          the scenario's CA certificate
   MAILLAB_PREFIX      container name prefix
 """
 
 from __future__ import annotations
 
-import functools
 import imaplib
 import os
+import re
 import smtplib
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -49,6 +51,8 @@ STORES = _pairs('MAILLAB_MH_STORES')          # store name -> host
 DB_HOSTS = [host for host in os.environ.get('MAILLAB_MH_DB', '').split(',') if host]
 PREFIX = os.environ.get('MAILLAB_PREFIX', 'mh-')
 HOSTS_SH = os.environ.get('MAILLAB_MH_HOSTS_SH', '')
+INVENTORY = os.environ.get('MAILLAB_MH_INVENTORY', '')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def docker(host, *args, timeout=120, check=True):
@@ -72,12 +76,16 @@ def sql(query, hosts=None):
     raise AssertionError('no database node took %r: %s' % (query, '; '.join(errors)))
 
 
-@functools.lru_cache(maxsize=None)
-def store_of(user):
-    """The store host of a mailbox, from the database (no test moves one)."""
+def store_name_of(user):
+    """The name of the store holding a mailbox, from the database."""
     name = sql("SELECT store FROM maillab_mailbox_store WHERE username = '%s'" % user).strip()
     assert name in STORES, 'mailbox %s has no store (%r)' % (user, name)
-    return STORES[name]
+    return name
+
+
+def store_of(user):
+    """The store host of a mailbox."""
+    return STORES[store_name_of(user)]
 
 
 def count_on(store_host, user, subject):
@@ -327,3 +335,95 @@ def test_a_store_serves_the_mx_hosts_only(port):
     for address in rows:
         with pytest.raises(OSError):
             socket.create_connection((address, port), timeout=3).close()
+
+
+def move_mailbox(user, store, check=True):
+    """playbooks/mailbox_move.yml, as an operator runs it."""
+    run = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', INVENTORY,
+                          os.path.join(ROOT, 'playbooks', 'mailbox_move.yml'),
+                          '-e', 'mailbox=%s' % user, '-e', 'store=%s' % store],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         env={**os.environ, 'ANSIBLE_CONFIG': os.path.join(ROOT, 'ansible.cfg'),
+                              'ANSIBLE_NOCOLOR': '1'})
+    if check:
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    return run
+
+
+def _recap_changed(output):
+    return sum(int(n) for n in re.findall(r'changed=(\d+)', output.split('PLAY RECAP')[-1]))
+
+
+@pytest.mark.parametrize('args, message', [
+    (('nobody@example.com', None), 'There is no mailbox nobody@example.com'),
+    ((USERS[0], 'nowhere.example.com'), 'must be one of mailserver_stores'),
+])
+def test_a_mailbox_move_with_bad_input_names_the_cause(args, message):
+    user, store = args
+    run = move_mailbox(user, store or next(iter(STORES)), check=False)
+    assert run.returncode != 0
+    assert message in run.stdout, run.stdout[-3000:]
+
+
+def test_a_mailbox_moves_to_another_store_under_traffic(tls):
+    """playbooks/mailbox_move.yml moves a mailbox while mail for it arrives
+    through both MX hosts and its user is logged in: afterwards every message
+    is on the new store once, none is left on the old one, the open session
+    was closed once and a new login (through either proxy) reads them all; a
+    second run changes nothing. The mailbox is moved back at the end."""
+    user = USERS[0]
+    old_name = store_name_of(user)
+    new_name = next(name for name in STORES if name != old_name)
+    old_host, new_host = STORES[old_name], STORES[new_name]
+    tag = uuid.uuid4().hex[:8]
+    before = ['mh %s before move %d' % (tag, i) for i in range(3)]
+    for i, subject in enumerate(before):
+        send_as_mta(user, subject, [list(MX)[i % len(MX)]], deadline=30)
+    assert wait_counts({(user, s): 1 for s in before}) == {(user, s): 1 for s in before}
+    # A mail program logged in through a proxy, reading the INBOX.
+    session = _ProxyIMAP(next(iter(MX.values())), tls)
+    session.login(user, 'password')
+    session.select('INBOX')
+    subjects = ['mh %s moving %02d' % (tag, i) for i in range(20)]
+    accepted, errors = [], []
+
+    def traffic():
+        for i, subject in enumerate(subjects):
+            try:
+                accepted.append(send_as_mta(user, subject, [list(MX)[i % len(MX)], list(MX)[(i + 1) % len(MX)]]))
+            except AssertionError as exc:
+                errors.append(str(exc))
+            time.sleep(0.5)
+
+    sender = threading.Thread(target=traffic)
+    try:
+        sender.start()
+        while len(accepted) < 4 and sender.is_alive():
+            time.sleep(0.2)
+        run = move_mailbox(user, new_name)
+        sender.join(timeout=300)
+        assert not errors and len(accepted) == len(subjects), (errors, accepted)
+        assert store_name_of(user) == new_name
+        with pytest.raises((imaplib.IMAP4.abort, OSError)):
+            session.noop()
+            session.noop()
+        expected = {(user, subject): 1 for subject in before + subjects}
+        assert wait_counts(expected, timeout=180) == expected
+        assert all(count_on(old_host, user, subject) == 0 for subject in before + subjects), 'left on the old store'
+        for address in MX.values():
+            imap = _ProxyIMAP(address, tls)
+            try:
+                imap.login(user, 'password')
+                imap.select('INBOX', readonly=True)
+                _typ, data = imap.search(None, 'SUBJECT', '"mh %s"' % tag)
+                assert len(data[0].split()) == len(before) + len(subjects), address
+            finally:
+                imap.logout()
+        again = move_mailbox(user, new_name)
+        assert _recap_changed(again.stdout) == 0, again.stdout[-3000:]
+        assert _recap_changed(run.stdout) > 0
+    finally:
+        if store_name_of(user) != old_name:
+            move_mailbox(user, old_name)
+    assert store_of(user) == old_host
+    assert count_on(old_host, user, before[0]) == 1 and count_on(new_host, user, before[0]) == 0
