@@ -325,10 +325,11 @@ def test_the_first_database_node_down_leaves_logins_working(tls):
     _wait_synced(DB_HOSTS[0])
 
 
-@pytest.mark.parametrize('port', [24, 143, 4190])
+@pytest.mark.parametrize('port', [24, 143, 4190, 12346])
 def test_a_store_serves_the_mx_hosts_only(port):
     """A store's LMTP, IMAP and ManageSieve answer the MX hosts' proxies (the
-    tests above deliver and log in through them) and nobody else: here this
+    tests above deliver and log in through them), its doveadm port the other
+    stores (the mailbox move copies through it), and nobody else: here this
     machine, another address of the hosts' network, gets no answer."""
     rows = sql('SELECT address FROM maillab_store WHERE active = 1').split()
     assert rows
